@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * kernel_read.h - read the few kernel struct fields socktrace needs.
+ *
+ * Two sources of field offsets, one set of readers:
+ *  - no kernel headers (the common case on production servers): Python reads
+ *    the offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux) and
+ *    passes them as -DOFF_... cflags (socktrace/kernel/btf.py);
+ *  - kernel headers present: offsetof() on the real structs.
+ * Every read goes through bpf_probe_read_kernel(), so a wrong pointer gives
+ * zeroes, never a fault.
+ */
+#ifndef __SOCKTRACE_KERNEL_READ_H
+#define __SOCKTRACE_KERNEL_READ_H
+
+#ifdef SOCKTRACE_KERNEL_HEADERS
+#include <net/sock.h>
+#include <linux/fdtable.h>
+#include <linux/sched.h>
+#define OFF_SKC_FAMILY      offsetof(struct sock_common, skc_family)
+#define OFF_SKC_NUM         offsetof(struct sock_common, skc_num)
+#define OFF_SKC_DPORT       offsetof(struct sock_common, skc_dport)
+#define OFF_SKC_DADDR       offsetof(struct sock_common, skc_daddr)
+#define OFF_SKC_RCV_SADDR   offsetof(struct sock_common, skc_rcv_saddr)
+#define OFF_SKC_V6_DADDR    offsetof(struct sock_common, skc_v6_daddr)
+#define OFF_SKC_V6_RCV_SADDR offsetof(struct sock_common, skc_v6_rcv_saddr)
+#define OFF_SKC_NET         offsetof(struct sock_common, skc_net)
+/* skc_ipv6only is a bit field, which offsetof() cannot name: it shares the
+ * byte after skc_state with skc_reuse:4 and skc_reuseport:1, a layout
+ * unchanged since Linux 3.9 (include/net/sock.h). */
+#define OFF_SKC_IPV6ONLY_BYTE (offsetof(struct sock_common, skc_state) + 1)
+#define SKC_IPV6ONLY_SHIFT  5
+#define OFF_SK_UID          offsetof(struct sock, sk_uid)
+/* a u16 since Linux 5.6, a bit field before */
+#define OFF_SK_PROTOCOL     offsetof(struct sock, sk_protocol)
+#define OFF_NET_INUM        offsetof(struct net, ns.inum)
+#define OFF_TASK_FILES      offsetof(struct task_struct, files)
+#define OFF_FILES_FDT       offsetof(struct files_struct, fdt)
+#define OFF_FDT_MAX_FDS     offsetof(struct fdtable, max_fds)
+#define OFF_FDT_FD          offsetof(struct fdtable, fd)
+#define OFF_FILE_PRIVATE    offsetof(struct file, private_data)
+#define OFF_SOCKET_SK       offsetof(struct socket, sk)
+#endif
+
+#define AF_INET  2
+#define AF_INET6 10
+
+static __always_inline u64 read_u64(const void *base, u32 off)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u32 read_u32(const void *base, u32 off)
+{
+	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u16 read_u16(const void *base, u32 off)
+{
+	u16 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u8 sk_ipv6only(const void *sk)
+{
+	u8 byte = 0;
+	bpf_probe_read_kernel(&byte, 1, (const char *)sk + OFF_SKC_IPV6ONLY_BYTE);
+	return (byte >> SKC_IPV6ONLY_SHIFT) & 1;
+}
+
+static __always_inline u16 sk_family(const void *sk)
+{
+	return read_u16(sk, OFF_SKC_FAMILY);
+}
+
+/* Fill the addresses, ports, family and netns of `e` from socket `sk`. */
+static __always_inline void read_sock(struct event *e, const void *sk)
+{
+	void *net;
+
+	e->sk = (u64)sk;
+	e->family = sk_family(sk);
+	e->sport = read_u16(sk, OFF_SKC_NUM);          /* host order already */
+	e->dport = __builtin_bswap16(read_u16(sk, OFF_SKC_DPORT));
+	if (e->family == AF_INET6) {
+		bpf_probe_read_kernel(e->saddr, 16, (const char *)sk + OFF_SKC_V6_RCV_SADDR);
+		bpf_probe_read_kernel(e->daddr, 16, (const char *)sk + OFF_SKC_V6_DADDR);
+	} else {
+		bpf_probe_read_kernel(e->saddr, 4, (const char *)sk + OFF_SKC_RCV_SADDR);
+		bpf_probe_read_kernel(e->daddr, 4, (const char *)sk + OFF_SKC_DADDR);
+	}
+	net = (void *)read_u64(sk, OFF_SKC_NET);
+	e->netns = net ? read_u32(net, OFF_NET_INUM) : 0;
+}
+
+/* The socket behind file descriptor `fd` of the current task:
+ * current->files->fdt->fd[fd]->private_data (a struct socket) ->sk.
+ * Used where only the fd is known (the accept syscalls' exit). */
+static __always_inline void *sock_from_fd(int fd)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *files = (void *)read_u64(task, OFF_TASK_FILES);
+	void *fdt, **fdarr, *file, *sock;
+
+	if (!files)
+		return 0;
+	fdt = (void *)read_u64(files, OFF_FILES_FDT);
+	if (!fdt)
+		return 0;
+	if (fd < 0 || (u32)fd >= read_u32(fdt, OFF_FDT_MAX_FDS))
+		return 0;
+	fdarr = (void **)read_u64(fdt, OFF_FDT_FD);
+	file = (void *)read_u64(fdarr, (u32)fd * sizeof(void *));
+	if (!file)
+		return 0;
+	sock = (void *)read_u64(file, OFF_FILE_PRIVATE);
+	if (!sock)
+		return 0;
+	return (void *)read_u64(sock, OFF_SOCKET_SK);
+}
+
+#endif /* __SOCKTRACE_KERNEL_READ_H */

@@ -1,0 +1,153 @@
+"""The event model: raw kernel events decoded into immutable records.
+
+`struct event` is defined once, in bpf/socktrace.h; RawEvent mirrors it and
+tests/test_events.py checks the layout against the C compiler's.
+Decoding is a pure function of the bytes and a clock offset.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+AF_INET, AF_INET6 = 2, 10
+FAMILY_NAMES = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}
+
+
+def parse_defines(header_text: str) -> dict[str, int]:
+    """Numeric #defines of a C header.
+
+    >>> parse_defines("#define EVENT_ACCEPT 1  /* accept() */")
+    {'EVENT_ACCEPT': 1}
+    """
+    return {m.group(1): int(m.group(2), 0) for m in
+            re.finditer(r"^#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", header_text, re.M)}
+
+
+def _contract() -> dict[str, int]:
+    from .kernel.sources import bpf_source_dir
+    return parse_defines((bpf_source_dir() / "socktrace.h").read_text())
+
+
+_C = _contract()
+
+
+class Kind(str, Enum):
+    ACCEPT = "accept"
+    CONNECT = "connect"
+    UNACCEPTED = "unaccepted"   # handshake done, not accepted (yet)
+
+
+KIND_BY_TYPE = {_C["EVENT_ACCEPT"]: Kind.ACCEPT, _C["EVENT_CONNECT"]: Kind.CONNECT,
+                _C["EVENT_UNACCEPTED"]: Kind.UNACCEPTED}
+EVENT_EXEC = _C["EVENT_EXEC"]
+V6ONLY_UNKNOWN = _C["V6ONLY_UNKNOWN"]
+STAT_LOST = _C["STAT_LOST"]
+STAT_PENDING_FULL = _C["STAT_PENDING_FULL"]
+
+
+class RawEvent(ctypes.Structure):
+    """Mirror of `struct event` in bpf/socktrace.h."""
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("sk", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("netns", ctypes.c_uint32),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("family", ctypes.c_uint16),
+        ("type", ctypes.c_uint8),
+        ("v6only", ctypes.c_uint8),
+        ("comm", ctypes.c_char * _C["TASK_COMM_LEN"]),
+    ]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One new TCP connection as the kernel reported it."""
+    kind: Kind
+    time: datetime          # UTC
+    sk: int                 # kernel socket address: ties unaccepted to accept
+    pid: int                # 0 when not known (unaccepted, before lookup)
+    tid: int
+    uid: int
+    comm: str
+    netns: int
+    cgroup_id: int
+    sock_family: str        # "AF_INET" or "AF_INET6": the socket's family
+    mapped: bool            # AF_INET6 socket, IPv4-mapped peer
+    laddr: str              # dotted IPv4 for mapped connections, as netstat
+    lport: int
+    raddr: str
+    rport: int
+    v6only: bool | None     # the listener's IPV6_V6ONLY; None where it does not apply
+
+    @property
+    def peer_is_ipv4(self) -> bool:
+        """The peer's real protocol is IPv4 (plain or mapped)."""
+        return self.sock_family == "AF_INET" or self.mapped
+
+
+@dataclass(frozen=True)
+class ProcessGone:
+    """A process the cache knows exec'd or exited: forget what was cached."""
+    pid: int
+
+
+def format_addr(raw: bytes, family: int) -> tuple[str, bool]:
+    """Text form of an address and whether it is IPv4-mapped.
+
+    >>> format_addr(bytes(10) + b"\\xff\\xff" + bytes([10, 0, 0, 20]), AF_INET6)
+    ('10.0.0.20', True)
+    >>> format_addr(bytes([127, 0, 0, 1]) + bytes(12), AF_INET)
+    ('127.0.0.1', False)
+    >>> format_addr(bytes(15) + b"\\x01", AF_INET6)
+    ('::1', False)
+    """
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4])), False
+    addr = ipaddress.IPv6Address(raw[:16])
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped), True
+    return str(addr), False
+
+
+def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone:
+    """Decode one event from the kernel.
+
+    `wall_offset_ns` turns the event's CLOCK_MONOTONIC stamp into Unix time
+    (time.time_ns() - time.monotonic_ns(), taken once at start).
+
+    A mapped accept, 10.0.0.20:64702 -> [::ffff:10.0.0.12]:4243 on a
+    dual-stack listener, decodes to Connection(kind=Kind.ACCEPT,
+    sock_family='AF_INET6', mapped=True, laddr='10.0.0.12', lport=4243,
+    raddr='10.0.0.20', rport=64702, v6only=False, ...).
+    """
+    e = RawEvent.from_buffer_copy(data[:ctypes.sizeof(RawEvent)])
+    if e.type == EVENT_EXEC:
+        return ProcessGone(e.pid)
+    kind = KIND_BY_TYPE.get(e.type)
+    if kind is None:
+        raise ValueError(f"unknown event type {e.type}")
+    laddr, _ = format_addr(bytes(e.saddr), e.family)
+    raddr, mapped = format_addr(bytes(e.daddr), e.family)
+    return Connection(
+        kind=kind,
+        time=datetime.fromtimestamp((e.ts_ns + wall_offset_ns) / 1e9, tz=timezone.utc),
+        sk=e.sk, pid=e.pid, tid=e.tid, uid=e.uid,
+        comm=e.comm.decode("utf-8", errors="replace"),
+        netns=e.netns, cgroup_id=e.cgroup_id,
+        sock_family=FAMILY_NAMES.get(e.family, str(e.family)),
+        mapped=mapped,
+        laddr=laddr, lport=e.sport, raddr=raddr, rport=e.dport,
+        v6only=None if e.v6only == V6ONLY_UNKNOWN else bool(e.v6only),
+    )

@@ -1,0 +1,36 @@
+"""JSON Lines output: one record per line (README, "JSON Lines")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+
+def dumps(rec: dict[str, Any]) -> str:
+    # json escapes control characters (\u001b), so comm/cmdline are safe
+    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
+
+
+class JsonSink:
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def ready(self, rec: dict[str, Any]) -> None:
+        self._write(rec)
+        self.flush()
+
+    def connection(self, rec: dict[str, Any]) -> None:
+        self._write(rec)
+
+    def lost(self, rec: dict[str, Any]) -> None:
+        self._write(rec)
+
+    def summary(self, rec: dict[str, Any]) -> None:
+        self._write(rec)
+        self.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        self.out.write(dumps(rec) + "\n")

@@ -1,0 +1,61 @@
+"""Connection records: the JSON Lines contract, shared by every output.
+
+Field names are a contract (README, "JSON Lines"): later consumers rely on
+them.  Add fields freely; never rename.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..events import Connection, Kind
+from ..procinfo import ProcessInfo
+
+
+def iso_time(c: Connection) -> str:
+    return c.time.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dict[str, Any]:
+    """The record of one connection.
+
+    For an unaccepted connection `c.pid`/`c.comm` are the listener owner's
+    (or 0/"" when no listener owner was found).
+    """
+    rec: dict[str, Any] = {
+        "type": c.kind.value,
+        "time": iso_time(c),
+        "pid": c.pid or None,
+        "tid": c.tid or None,
+        "comm": c.comm or None,
+        "uid": c.uid,
+        "user": user,
+        "cmdline": proc.cmdline,
+        "cgroup": proc.cgroup,
+        "netns": c.netns,
+        "sock_family": c.sock_family,
+        "mapped": c.mapped,
+        "laddr": c.laddr,
+        "lport": c.lport,
+        "raddr": c.raddr,
+        "rport": c.rport,
+    }
+    if c.kind is not Kind.CONNECT:
+        rec["v6only"] = c.v6only
+    return rec
+
+
+def ready_record(probe: str, skipped: list[tuple[str, str]], offsets_from: str,
+                 buffer: str) -> dict[str, Any]:
+    return {"type": "ready", "probe": probe,
+            "skipped": {mode: reason for mode, reason in skipped},
+            "offsets": offsets_from, "buffer": buffer}
+
+
+def lost_record(lost: int, pending_full: int) -> dict[str, Any]:
+    return {"type": "lost", "lost": lost, "unaccepted_untracked": pending_full}
+
+
+def summary_record(events: int, lost: int, pending_full: int, by_type: dict[str, int]) -> dict[str, Any]:
+    return {"type": "summary", "events": events, "lost": lost,
+            "unaccepted_untracked": pending_full, "by_type": by_type}

@@ -1,0 +1,84 @@
+"""The live table: one row per connection, netstat/ss-like, fits 100 columns.
+
+    TIME     EVENT   PID/COMM             LOCAL                PEER                  SOCKET      V6ONLY
+    10:42:01 accept  31307/java           10.0.0.12:4243       10.0.0.20:64702       tcp6 MAPPED 0
+
+SOCKET is the socket's family as netstat names it (tcp, tcp6); MAPPED marks
+an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TextIO
+
+from .escape import escape
+
+EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued"}
+_ROW = "{:<8} {:<7} {:<20} {:<20} {:<21} {:<11} {}"
+HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
+
+
+def endpoint(addr: str, port: int) -> str:
+    """ss-style address:port; IPv6 in brackets.
+
+    >>> endpoint("::1", 8080)
+    '[::1]:8080'
+    """
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def socket_label(rec: dict[str, Any]) -> str:
+    """tcp, tcp6 or tcp6 MAPPED."""
+    if rec["sock_family"] == "AF_INET":
+        return "tcp"
+    return "tcp6 MAPPED" if rec["mapped"] else "tcp6"
+
+
+def format_row(rec: dict[str, Any]) -> str:
+    when = datetime.fromisoformat(rec["time"]).astimezone()
+    v6only = rec.get("v6only")
+    who = f"{rec['pid'] or '-'}/{escape(rec['comm'] or '?')}"
+    return _ROW.format(
+        when.strftime("%H:%M:%S"),
+        EVENT_LABELS.get(rec["type"], rec["type"]),
+        who,
+        endpoint(rec["laddr"], rec["lport"]),
+        endpoint(rec["raddr"], rec["rport"]),
+        socket_label(rec),
+        "-" if v6only is None else str(int(v6only)),
+    ).rstrip()
+
+
+class TableSink:
+    def __init__(self, out: TextIO, err: TextIO):
+        self.out = out
+        self.err = err
+
+    def ready(self, rec: dict[str, Any]) -> None:
+        skipped = "".join(f"; {m} skipped: {r}" for m, r in rec["skipped"].items())
+        self.err.write(f"socktrace: tracing with probe mode {rec['probe']}"
+                       f" (offsets from {rec['offsets']}, {rec['buffer']}){skipped}."
+                       " Ctrl-C to stop.\n")
+        self.err.flush()
+        self.out.write(HEADER + "\n")
+        self.out.flush()
+
+    def connection(self, rec: dict[str, Any]) -> None:
+        self.out.write(format_row(rec) + "\n")
+
+    def lost(self, rec: dict[str, Any]) -> None:
+        self.flush()
+        self.err.write(f"socktrace: WARNING: {rec['lost']} events lost so far (buffer full), "
+                       f"{rec['unaccepted_untracked']} queued connections untracked\n")
+        self.err.flush()
+
+    def summary(self, rec: dict[str, Any]) -> None:
+        self.flush()
+        counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
+        self.err.write(f"socktrace: {rec['events']} events ({counts or 'none'}), "
+                       f"{rec['lost']} lost\n")
+        self.err.flush()
+
+    def flush(self) -> None:
+        self.out.flush()

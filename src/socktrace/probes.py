@@ -1,0 +1,263 @@
+"""Probe strategy: which kernel hooks feed the BPF program, and falling back.
+
+Modes, cheapest first (the order `auto` tries them):
+  kfunc       fexit on inet_csk_accept and tcp_v6_connect (BPF trampolines)
+  kprobe      kprobe/kretprobe on the same functions
+  tracepoint  sock:inet_sock_set_state and the syscalls' exit tracepoints,
+              for kernels with neither (no CONFIG_KPROBES, fentry refused)
+All modes share the tracepoints that catch what a function probe misses
+(see bpf/socktrace.bpf.c).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import platform
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .kernel import headers
+from .kernel.sources import bpf_source_dir
+from .kernel.btf import BTF, BTFError
+
+
+class Mode(str, enum.Enum):
+    KFUNC = "kfunc"
+    KPROBE = "kprobe"
+    TRACEPOINT = "tracepoint"
+
+
+AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
+
+RINGBUF_PAGES = 1024     # 4 MiB: ~43,000 events of 96 bytes
+PERFBUF_PAGES = 256      # per CPU
+PENDING_MAX = 65536      # connections between handshake and accept()
+
+
+class ProbeError(Exception):
+    """No probe mode could be loaded and attached."""
+
+
+@dataclass(frozen=True)
+class KernelFilter:
+    """Filters applied in the kernel, before an event costs anything."""
+    mapped_only: bool = False
+    pid: int | None = None
+
+
+@dataclass
+class Probes:
+    """A loaded and attached BPF program."""
+    bpf: object
+    mode: Mode
+    ringbuf: bool
+    offsets_from: str                     # "BTF" or "kernel headers"
+    skipped: list[tuple[Mode, str]] = field(default_factory=list)
+
+    def detach(self) -> None:
+        """Detach every probe; maps stay readable until close()."""
+        b = self.bpf
+        for name in list(b.tracepoint_fds):
+            b.detach_tracepoint(name)
+        for name in list(b.kprobe_fds):
+            b.detach_kprobe_event(name)
+        for name in list(b.kfunc_exit_fds):
+            b.detach_kretfunc(name)
+        for name in list(b.kfunc_entry_fds):
+            b.detach_kfunc(name)
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a release string: "6.18.44-fc-v445" -> (6, 18)."""
+    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+# cflag name -> (struct, field path) in the running kernel
+_FIELDS = {
+    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
+    "OFF_SKC_NUM": ("sock", "__sk_common.skc_num"),
+    "OFF_SKC_DPORT": ("sock", "__sk_common.skc_dport"),
+    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
+    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
+    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
+    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+    "OFF_SKC_NET": ("sock", "__sk_common.skc_net"),
+    "OFF_SK_UID": ("sock", "sk_uid"),
+    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
+    "OFF_NET_INUM": ("net", "ns.inum"),
+    "OFF_TASK_FILES": ("task_struct", "files"),
+    "OFF_FILES_FDT": ("files_struct", "fdt"),
+    "OFF_FDT_MAX_FDS": ("fdtable", "max_fds"),
+    "OFF_FDT_FD": ("fdtable", "fd"),
+    "OFF_FILE_PRIVATE": ("file", "private_data"),
+    "OFF_SOCKET_SK": ("socket", "sk"),
+}
+
+
+def btf_defines(btf: BTF) -> dict[str, int]:
+    """The -D values kernel_read.h needs, read from the kernel's BTF."""
+    d = {name: btf.field(struct, path).offset for name, (struct, path) in _FIELDS.items()}
+    v6only = btf.field("sock", "__sk_common.skc_ipv6only")
+    d["OFF_SKC_IPV6ONLY_BYTE"] = v6only.bit_offset // 8
+    d["SKC_IPV6ONLY_SHIFT"] = v6only.bit_offset % 8
+    d["ACCEPT_NARGS"] = btf.func_param_count("inet_csk_accept")
+    return d
+
+
+def why_unavailable(mode: Mode, bpf_class, tracefs: str) -> str | None:
+    """A one-line reason `mode` cannot work here, if one shows before loading."""
+    if mode is Mode.KFUNC and not bpf_class.support_kfunc():
+        return "kernel has no BPF trampolines for fentry/fexit (needs x86_64, BTF, Linux 5.5+)"
+    if mode is Mode.KPROBE and not (
+            os.path.exists(os.path.join(tracefs, "kprobe_events"))
+            or os.path.exists("/sys/bus/event_source/devices/kprobe/type")):
+        return "kernel has no kprobes (CONFIG_KPROBES is not set: no kprobe_events in tracefs)"
+    return None
+
+
+def _bcc_error(exc: Exception) -> str:
+    """bcc's exception text reduced to its reason, on one line."""
+    text = " ".join(str(exc).split())
+    if "Need super-user privileges" in text:
+        # bcc's wording for EPERM, which fentry/fexit also get where the
+        # kernel refuses BPF trampolines to a root user
+        return "the kernel refused to load the program (EPERM)"
+    m = re.search(r"Failed to (load|attach) BPF program b?'([^']*)'.*?: (.+)$", text)
+    if m:
+        return f"{m.group(1)} of {m.group(2)} failed: {m.group(3)}"
+    return text
+
+
+class Loader:
+    """Compiles and attaches the BPF program in a given mode.
+
+    Data sources are parameters so that tests can point them elsewhere.
+    """
+
+    def __init__(self, bcc, kfilter: KernelFilter = KernelFilter(),
+                 btf_path: str = "/sys/kernel/btf/vmlinux",
+                 release: str | None = None, tracefs: str = "/sys/kernel/tracing"):
+        self.bcc = bcc
+        self.kfilter = kfilter
+        self.btf_path = btf_path
+        self.release = release or platform.release()
+        self.tracefs = tracefs
+        self.ringbuf = kernel_version(self.release) >= (5, 8)  # BPF_MAP_TYPE_RINGBUF
+        self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-")
+        self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
+
+    def _kernel_layout(self) -> tuple[Path, dict[str, int], str]:
+        real = headers.real_header_tree(self.release)
+        if real is not None:
+            return real, {"SOCKTRACE_KERNEL_HEADERS": 1,
+                          "ACCEPT_NARGS": 2 if kernel_version(self.release) >= (6, 10) else 4}, \
+                "kernel headers"
+        try:
+            with BTF(self.btf_path) as btf:
+                defines = btf_defines(btf)
+        except BTFError as exc:
+            raise ProbeError(f"no kernel headers and {exc}") from None
+        try:
+            tree = headers.write_synthetic_tree(Path(self._tmp.name))
+        except FileNotFoundError as exc:
+            raise ProbeError(str(exc)) from None
+        return tree, defines, "BTF"
+
+    def cflags(self, mode: Mode) -> list[str]:
+        d = dict(self.defines)
+        d[f"PROBE_{mode.name}"] = 1
+        d["MAPPED_ONLY"] = int(self.kfilter.mapped_only)
+        d["FILTER_PID"] = self.kfilter.pid or 0
+        d["PENDING_MAX"] = PENDING_MAX
+        if self.ringbuf:
+            d["USE_RINGBUF"] = 1
+            d["RINGBUF_PAGES"] = RINGBUF_PAGES
+        return [f"-D{k}={v}" for k, v in d.items()] + [f"-I{bpf_source_dir()}"]
+
+    def load(self, mode: Mode) -> Probes:
+        """Compile, load and attach in `mode`; raise ProbeError with a reason."""
+        BPF = self.bcc.BPF
+        reason = why_unavailable(mode, BPF, self.tracefs)
+        if reason:
+            raise ProbeError(reason)
+
+        class _BPF(BPF):
+            # bcc attaches while constructing; on a failure half-way it
+            # leaves the probes attached so far until exit: detach them now
+            def _trace_autoload(self):
+                try:
+                    super()._trace_autoload()
+                except Exception:
+                    self.cleanup()
+                    raise
+
+        src = bpf_source_dir() / "socktrace.bpf.c"
+        try:
+            with _quiet_stderr(), _environ("BCC_KERNEL_SOURCE", str(self.header_tree)):
+                bpf = _BPF(src_file=str(src).encode(), cflags=self.cflags(mode))
+        except Exception as exc:
+            raise ProbeError(_bcc_error(exc)) from None
+        return Probes(bpf, mode, self.ringbuf, self.offsets_from)
+
+    def load_first(self, modes: tuple[Mode, ...]) -> Probes:
+        """Try `modes` in order; the first that loads wins.  The reasons of the
+        others are kept in Probes.skipped."""
+        skipped: list[tuple[Mode, str]] = []
+        for mode in modes:
+            try:
+                probes = self.load(mode)
+            except ProbeError as exc:
+                skipped.append((mode, str(exc)))
+                continue
+            probes.skipped = skipped
+            return probes
+        if len(skipped) == 1:
+            raise ProbeError(f"probe mode {skipped[0][0].value}: {skipped[0][1]}")
+        raise ProbeError("no probe mode works here: " +
+                         "; ".join(f"{m.value}: {r}" for m, r in skipped))
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    """Set an environment variable for the duration of a bcc call."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """libbpf and LLVM write load/verifier chatter to fd 2; the reason we
+    need comes back in the exception.  Keep the text for a compile error."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except Exception as exc:
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            if "error:" in text:  # a compiler error is worth showing whole
+                first = next(l for l in text.splitlines() if "error:" in l)
+                exc.args = (f"compiling the BPF program failed: {first.strip()}",)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

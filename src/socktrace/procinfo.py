@@ -1,0 +1,111 @@
+"""Process attribution: command line, user and cgroup of a pid, cached.
+
+The kernel gives pid, tid, comm and uid with each event; the rest comes from
+/proc once per process and stays cached until the kernel reports that the
+process exec'd or exited (EVENT_EXEC), so a busy server costs one lookup,
+not one per connection.  /proc is read directly rather than through psutil:
+it is three small files, psutil has no cgroup accessor, and its /proc root is
+a process-wide global where this takes a parameter.
+"""
+
+from __future__ import annotations
+
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    comm: str | None      # None: the process was gone before we looked
+    cmdline: str | None
+    cgroup: str | None
+
+
+NO_PROCESS = ProcessInfo(None, None, None)
+
+
+def read_cmdline(raw: bytes) -> str:
+    """/proc/PID/cmdline to one line.
+
+    >>> read_cmdline(b"java\\0-jar\\0app.jar\\0")
+    'java -jar app.jar'
+    """
+    return " ".join(a.decode("utf-8", errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
+
+
+def read_cgroup(text: str) -> str | None:
+    """The cgroup v2 path from /proc/PID/cgroup, else the first v1 path.
+
+    >>> read_cgroup("0::/system.slice/nginx.service\\n")
+    '/system.slice/nginx.service'
+    """
+    paths = [line.split(":", 2) for line in text.splitlines() if line.count(":") >= 2]
+    for hier, _, path in paths:
+        if hier == "0":
+            return path
+    return paths[0][2] if paths else None
+
+
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+class ProcessCache:
+    """pid -> ProcessInfo, and uid -> user name, looked up once each."""
+
+    def __init__(self, procfs: str = "/proc",
+                 users: Callable[[int], str | None] = user_name):
+        self.procfs = Path(procfs)
+        self._users = users
+        self._procs: dict[int, ProcessInfo] = {}
+        self._names: dict[int, str | None] = {}
+        self.lookups = 0
+
+    def process(self, pid: int) -> ProcessInfo:
+        info = self._procs.get(pid)
+        if info is None:
+            info = self._procs[pid] = self._read(pid)
+        return info
+
+    def user(self, uid: int) -> str | None:
+        if uid not in self._names:
+            self._names[uid] = self._users(uid)
+        return self._names[uid]
+
+    def forget(self, pid: int) -> None:
+        self._procs.pop(pid, None)
+
+    def _read(self, pid: int) -> ProcessInfo:
+        self.lookups += 1
+        base = self.procfs / str(pid)
+        try:
+            comm = (base / "comm").read_text().rstrip("\n")
+            cmdline = read_cmdline((base / "cmdline").read_bytes())
+            cgroup = read_cgroup((base / "cgroup").read_text())
+        except OSError:
+            return NO_PROCESS
+        return ProcessInfo(comm, cmdline or None, cgroup)
+
+
+def listener_pids(port: int, net_connections=None) -> list[int]:
+    """Pids of the processes with a TCP socket listening on `port`.
+
+    For a connection nobody accepted the kernel knows no owning process; the
+    listener's owner is the process responsible for it.  Uses psutil, which
+    maps socket inodes to processes (only in socktrace's own network
+    namespace).
+    """
+    if net_connections is None:
+        import psutil
+        net_connections = psutil.net_connections
+    try:
+        conns = net_connections(kind="tcp")
+    except OSError:
+        return []
+    return sorted({c.pid for c in conns
+                   if c.status == "LISTEN" and c.laddr and c.laddr.port == port and c.pid})

@@ -1,0 +1,139 @@
+"""Collect events from the loaded probes and hand records to an output.
+
+Runs until `stop` is set (SIGINT/SIGTERM).  Once a second it reports the
+connections left unaccepted in the kernel's `pending` map and any events the
+kernel could not submit.  At stop it detaches the probes first, then drains
+what is already buffered, so nothing that reached the buffer is lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from .events import (STAT_LOST, STAT_PENDING_FULL, Connection, Kind, ProcessGone,
+                     decode)
+from .filters import Filter
+from .output.records import (connection_record, lost_record, ready_record,
+                             summary_record)
+from .probes import Probes
+from .procinfo import NO_PROCESS, ProcessCache, listener_pids
+
+POLL_MS = 100
+HOUSEKEEPING_S = 1.0
+
+
+class Tracer:
+    def __init__(self, probes: Probes, sink, flt: Filter = Filter(),
+                 cache: ProcessCache | None = None,
+                 unaccepted_after: float = 1.0,
+                 find_listeners: Callable[[int], list[int]] = listener_pids):
+        self.probes = probes
+        self.sink = sink
+        self.filter = flt
+        self.cache = cache or ProcessCache()
+        self.unaccepted_after_ns = int(unaccepted_after * 1e9)
+        self.find_listeners = find_listeners
+        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        self.counts: Counter[str] = Counter()
+        self.lost = 0
+        self.pending_full = 0
+        self._reported_lost = (0, 0)
+        self._perf_lost = 0  # perf buffer only: samples the kernel dropped
+
+    # -- events -----------------------------------------------------------
+    def _on_event(self, data: bytes) -> None:
+        ev = decode(data, self.wall_offset_ns)
+        if isinstance(ev, ProcessGone):
+            self.cache.forget(ev.pid)
+            return
+        self._emit(ev)
+
+    def _emit(self, c: Connection) -> None:
+        if c.kind is Kind.UNACCEPTED:
+            c = self._attribute_to_listener(c)
+        if not self.filter.matches(c):
+            return
+        proc = self.cache.process(c.pid) if c.pid else NO_PROCESS
+        self.sink.connection(connection_record(c, proc, self.cache.user(c.uid)))
+        self.counts[c.kind.value] += 1
+
+    def _attribute_to_listener(self, c: Connection) -> Connection:
+        """Nobody accepted it: name the process owning the listener."""
+        pids = self.find_listeners(c.lport)
+        if not pids:
+            return c
+        pid = pids[0]
+        return dataclasses.replace(c, pid=pid, comm=self.cache.process(pid).comm or "")
+
+    # -- periodic work ----------------------------------------------------
+    def sweep_unaccepted(self, everything: bool = False) -> None:
+        """Report connections that have waited in an accept queue too long
+        (or all of them, at exit)."""
+        table = self.probes.bpf["pending"]
+        now = time.monotonic_ns()
+        for key, value in list(table.items()):
+            if not everything and now - value.ts_ns < self.unaccepted_after_ns:
+                continue
+            try:
+                del table[key]
+            except KeyError:  # accept() took it meanwhile
+                continue
+            self._emit(decode(ctypes.string_at(ctypes.addressof(value), ctypes.sizeof(value)),
+                              self.wall_offset_ns))
+
+    def check_lost(self) -> None:
+        stats = self.probes.bpf["stats"]
+        self.lost = self._perf_lost + sum(stats[ctypes.c_int(STAT_LOST)])
+        self.pending_full = sum(stats[ctypes.c_int(STAT_PENDING_FULL)])
+        if (self.lost, self.pending_full) != self._reported_lost:
+            self._reported_lost = (self.lost, self.pending_full)
+            self.sink.lost(lost_record(self.lost, self.pending_full))
+
+    def _on_perf_lost(self, count: int) -> None:
+        self._perf_lost += count
+
+    # -- main loop --------------------------------------------------------
+    def _open_buffer(self) -> Callable[[int], None]:
+        b = self.probes.bpf
+        if self.probes.ringbuf:
+            def on_ring(ctx, data, size):
+                self._on_event(ctypes.string_at(data, size))
+                return 0
+            b["events"].open_ring_buffer(on_ring)
+            return lambda ms: b.ring_buffer_poll(ms)
+
+        def on_perf(cpu, data, size):
+            self._on_event(ctypes.string_at(data, size))
+        b["events"].open_perf_buffer(on_perf, page_cnt=256,
+                                     lost_cb=self._on_perf_lost)
+        return lambda ms: b.perf_buffer_poll(ms)
+
+    def run(self, stop: threading.Event) -> None:
+        poll = self._open_buffer()
+        p = self.probes
+        self.sink.ready(ready_record(
+            p.mode.value, [(m.value, r) for m, r in p.skipped], p.offsets_from,
+            "ring buffer" if p.ringbuf else "perf buffer"))
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        while not stop.is_set():
+            poll(POLL_MS)
+            self.sink.flush()
+            if time.monotonic() >= next_housekeeping:
+                self.sweep_unaccepted()
+                self.check_lost()
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        self.finish(poll)
+
+    def finish(self, poll: Callable[[int], None]) -> None:
+        """Detach, drain what is buffered, report the rest, summarize."""
+        self.probes.detach()
+        poll(0)
+        self.sweep_unaccepted(everything=True)
+        self.check_lost()
+        self.sink.summary(summary_record(sum(self.counts.values()), self.lost,
+                                         self.pending_full, dict(self.counts)))

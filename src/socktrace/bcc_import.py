@@ -41,7 +41,7 @@ def find_bcc_dir(patterns: tuple[str, ...] = SYSTEM_PACKAGE_DIRS) -> Path | None
 
 def import_bcc(patterns: tuple[str, ...] = SYSTEM_PACKAGE_DIRS) -> ModuleType:
     """Return the `bcc` module, importing it from the system if needed."""
-    if "bcc" in sys.modules:
+    if sys.modules.get("bcc") is not None:
         return sys.modules["bcc"]
     try:
         import bcc

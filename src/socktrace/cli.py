@@ -32,6 +32,7 @@ class Settings:
     json: bool
     filter: Filter
     unaccepted_after: float
+    buffer: str
 
 
 def _port(ctx, param, value):
@@ -60,15 +61,17 @@ def _pid(ctx, param, value):
 @click.option("-6", "ipv6", is_flag=True, help="Only native IPv6 peers.")
 @click.option("--unaccepted-after", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
               metavar="SECONDS", help="Report a connection nobody accepted after this long.")
+@click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto", show_default=True,
+              help="Event buffer: ring buffer (Linux 5.8+) or per-CPU perf buffer; auto picks by kernel version.")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after):
+def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
     ctx.obj = Settings(
-        probe=probe, json=as_json, unaccepted_after=unaccepted_after,
+        probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         filter=Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
                       peer="4" if ipv4 else "6" if ipv6 else None))
     if ctx.invoked_subcommand is None:
@@ -82,7 +85,7 @@ def trace(settings: Settings) -> None:
         bcc = import_bcc()
         ensure_mounted()
         loader = Loader(bcc, KernelFilter(settings.filter.mapped_only, settings.filter.pid),
-                        tracefs=tracefs_root())
+                        tracefs=tracefs_root(), buffer=settings.buffer)
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -144,13 +144,16 @@ class Loader:
 
     def __init__(self, bcc, kfilter: KernelFilter = KernelFilter(),
                  btf_path: str = "/sys/kernel/btf/vmlinux",
-                 release: str | None = None, tracefs: str = "/sys/kernel/tracing"):
+                 release: str | None = None, tracefs: str = "/sys/kernel/tracing",
+                 buffer: str = "auto"):
         self.bcc = bcc
         self.kfilter = kfilter
         self.btf_path = btf_path
         self.release = release or platform.release()
         self.tracefs = tracefs
-        self.ringbuf = kernel_version(self.release) >= (5, 8)  # BPF_MAP_TYPE_RINGBUF
+        # BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8
+        # (https://github.com/torvalds/linux/commit/457f44363a8894135c85b7a9afd2bd8196db24ab)
+        self.ringbuf = (kernel_version(self.release) >= (5, 8)) if buffer == "auto" else buffer == "ring"
         self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-")
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 

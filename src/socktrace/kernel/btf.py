@@ -72,9 +72,8 @@ def _libbpf() -> ctypes.CDLL:
 class BTF:
     """The parsed BTF of one kernel image.
 
-    >>> with BTF() as btf:                                  # doctest: +SKIP
-    ...     btf.field("sock_common", "skc_family").offset
-    16
+    On Linux 6.18, BTF().field("sock", "__sk_common.skc_ipv6only") gives
+    Field(bit_offset=157, bit_size=1): byte 19, bit 5.
     """
 
     def __init__(self, path: str = VMLINUX_BTF):

@@ -51,8 +51,8 @@ struct pt_regs {
 
 def _version_h(release: str) -> str:
     """include/linux/version.h for a release such as "6.18.44-fc-v445"."""
-    nums = [int(n) for n in re.findall(r"\d+", release)[:3]] + [0, 0, 0]
-    major, minor, patch = nums[:3]
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    major, minor, patch = (int(g or 0) for g in m.groups()) if m else (0, 0, 0)
     return (
         "#define KERNEL_VERSION(a,b,c) (((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))\n"
         f"#define LINUX_VERSION_CODE KERNEL_VERSION({major},{minor},{patch})\n")

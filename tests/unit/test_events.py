@@ -1,0 +1,91 @@
+import ctypes
+import socket
+import subprocess
+import textwrap
+from datetime import datetime, timezone
+
+import pytest
+
+from socktrace.events import (Connection, Kind, ProcessGone, RawEvent, decode,
+                              format_addr, parse_defines)
+from socktrace.kernel.sources import bpf_source_dir
+
+from rawevents import raw
+
+
+def test_raw_event_matches_the_c_struct(tmp_path):
+    """RawEvent mirrors struct event in socktrace.h: same size and offsets,
+    as the C compiler lays it out."""
+    fields = [name for name, _ in RawEvent._fields_]
+    prog = tmp_path / "layout.c"
+    prog.write_text(textwrap.dedent("""\
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <linux/types.h>
+        #include "socktrace.h"
+        int main(void) {
+            printf("size %zu\\n", sizeof(struct event));
+        """) + "".join(f'    printf("{f} %zu\\n", offsetof(struct event, {f}));\n' for f in fields)
+        + "    return 0;\n}\n")
+    exe = tmp_path / "layout"
+    subprocess.run(["gcc", "-I", str(bpf_source_dir()), "-o", str(exe), str(prog)], check=True)
+    out = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True,
+                                                         text=True, check=True).stdout.splitlines())
+    assert int(out["size"]) == ctypes.sizeof(RawEvent)
+    for f in fields:
+        assert int(out[f]) == getattr(RawEvent, f).offset, f
+
+
+def test_decode_mapped_accept():
+    c = decode(raw(), wall_offset_ns=1_700_000_000 * 10**9)
+    assert c == Connection(
+        kind=Kind.ACCEPT, time=datetime(2023, 11, 14, 22, 13, 21, tzinfo=timezone.utc),
+        sk=0xffff888012345678, pid=31307, tid=31308, uid=0, comm="java",
+        netns=4026531840, cgroup_id=0, sock_family="AF_INET6", mapped=True,
+        laddr="10.0.0.12", lport=4243, raddr="10.0.0.20", rport=64702, v6only=False)
+    assert c.peer_is_ipv4
+
+
+def test_decode_native_ipv6_connect_has_no_v6only():
+    c = decode(raw("connect", saddr="2001:db8::1", daddr="2001:db8::2", v6only=0xff), 0)
+    assert (c.kind, c.sock_family, c.mapped, c.laddr, c.raddr, c.v6only) == \
+        (Kind.CONNECT, "AF_INET6", False, "2001:db8::1", "2001:db8::2", None)
+    assert not c.peer_is_ipv4
+
+
+def test_decode_af_inet():
+    c = decode(raw("connect", family=socket.AF_INET, saddr="127.0.0.1", daddr="192.0.2.7",
+                   v6only=0xff), 0)
+    assert (c.sock_family, c.mapped, c.laddr, c.raddr) == ("AF_INET", False, "127.0.0.1", "192.0.2.7")
+    assert c.peer_is_ipv4
+
+
+def test_decode_v6only_listener_flag():
+    assert decode(raw(saddr="::1", daddr="::1", v6only=1), 0).v6only is True
+
+
+def test_decode_comm_with_invalid_utf8_and_controls():
+    assert decode(raw(comm=b"a\xffb\x1b"), 0).comm == "a\ufffdb\x1b"
+
+
+def test_decode_exec_notice():
+    assert decode(raw("exec", pid=42), 0) == ProcessGone(42)
+
+
+def test_decode_unknown_type():
+    data = bytearray(raw())
+    data[RawEvent.type.offset] = 99
+    with pytest.raises(ValueError, match="unknown event type 99"):
+        decode(bytes(data), 0)
+
+
+def test_format_addr_mapped_needs_exact_prefix():
+    # ::ffff:0:a.b.c.d (SIIT) is not IPv4-mapped
+    addr = bytes(8) + b"\xff\xff" + bytes(2) + bytes([10, 0, 0, 1])
+    assert format_addr(addr, socket.AF_INET6) == ("::ffff:0:a00:1", False)
+
+
+def test_parse_defines_reads_the_contract():
+    d = parse_defines((bpf_source_dir() / "socktrace.h").read_text())
+    assert d["TASK_COMM_LEN"] == 16
+    assert len({d["EVENT_ACCEPT"], d["EVENT_CONNECT"], d["EVENT_UNACCEPTED"], d["EVENT_EXEC"]}) == 4

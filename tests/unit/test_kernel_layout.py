@@ -1,0 +1,116 @@
+"""BTF reading, the synthetic header tree and probe settings (no root)."""
+
+import re
+import subprocess
+import types
+from pathlib import Path
+
+import pytest
+
+from socktrace.bcc_import import BccMissing, find_bcc_dir, import_bcc
+from socktrace.kernel import headers
+from socktrace.kernel.btf import BTF, BTFError
+from socktrace.probes import Mode, _bcc_error, btf_defines, kernel_version, why_unavailable
+
+
+def bpftool_member_offsets(struct):
+    """bits_offset of the direct members of `struct`, as bpftool reads BTF."""
+    raw = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+                         capture_output=True, text=True, check=True).stdout
+    block = re.search(rf"^\[\d+\] STRUCT '{struct}' .*?\n((?:\t.*\n)+)", raw, re.M).group(1)
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"'(\w+)' type_id=\d+ bits_offset=(\d+)", block)}
+
+
+def test_btf_offsets_agree_with_bpftool():
+    expected = bpftool_member_offsets("sock_common")
+    with BTF() as btf:
+        for name in ("skc_family", "skc_state", "skc_net", "skc_v6_daddr", "skc_v6_rcv_saddr"):
+            assert btf.field("sock_common", name).bit_offset == expected[name], name
+        # nested in anonymous unions, and a bit field
+        assert btf.field("sock", "__sk_common.skc_family").bit_offset == expected["skc_family"]
+        v6only = btf.field("sock_common", "skc_ipv6only")
+        assert v6only.bit_size == 1
+        assert expected["skc_state"] < v6only.bit_offset < expected["skc_net"]
+
+
+def test_btf_defines_complete_and_plausible():
+    with BTF() as btf:
+        d = btf_defines(btf)
+    assert d["ACCEPT_NARGS"] in (2, 4)
+    assert 0 <= d["SKC_IPV6ONLY_SHIFT"] < 8
+    assert d["OFF_SKC_V6_RCV_SADDR"] == d["OFF_SKC_V6_DADDR"] + 16
+
+
+def test_btf_errors():
+    with pytest.raises(BTFError, match="cannot read kernel BTF"):
+        BTF("/nonexistent")
+    with BTF() as btf:
+        with pytest.raises(BTFError, match="struct sock has no field nope"):
+            btf.field("sock", "nope")
+        with pytest.raises(BTFError, match="no no_such_struct"):
+            btf.field("no_such_struct", "x")
+
+
+def test_synthetic_tree(tmp_path):
+    usr = tmp_path / "usr"
+    (usr / "linux").mkdir(parents=True)
+    (usr / "linux" / "types.h").write_text("")
+    (usr / "linux" / "bpf.h").write_text("distro")
+    (usr / "asm-generic").mkdir()
+    tree = headers.write_synthetic_tree(tmp_path / "tree", usr_include=usr)
+    assert (tree / "include/uapi/linux/types.h").resolve() == (usr / "linux/types.h").resolve()
+    assert (tree / "include/uapi/linux/bpf.h").read_text() == ""  # bcc brings its own
+    assert "LINUX_VERSION_CODE" in (tree / "include/linux/version.h").read_text()
+    assert "typedef __u64 u64;" in (tree / "include/linux/types.h").read_text()
+
+
+def test_synthetic_tree_needs_libc_headers(tmp_path):
+    with pytest.raises(FileNotFoundError, match="install linux-libc-dev"):
+        headers.write_synthetic_tree(tmp_path / "t", usr_include=tmp_path)
+
+
+def test_version_h():
+    assert "KERNEL_VERSION(6,18,44)" in headers._version_h("6.18.44-fc-v445")
+    assert "KERNEL_VERSION(6,1,0)" in headers._version_h("6.1-rc1")
+
+
+def test_real_header_tree(tmp_path, monkeypatch):
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) is None
+    (tmp_path / "1.2.3/build/include").mkdir(parents=True)
+    assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) == tmp_path / "1.2.3/build"
+
+
+def test_kernel_version():
+    assert kernel_version("6.18.44-fc-v445") == (6, 18)
+    assert kernel_version("5.4.0-150-generic") == (5, 4)
+
+
+def test_why_unavailable(tmp_path):
+    no_kfunc = types.SimpleNamespace(support_kfunc=lambda: False)
+    assert "no BPF trampolines" in why_unavailable(Mode.KFUNC, no_kfunc, str(tmp_path))
+    assert "no kprobes" in why_unavailable(Mode.KPROBE, no_kfunc, str(tmp_path))
+    (tmp_path / "kprobe_events").write_text("")
+    assert why_unavailable(Mode.KPROBE, no_kfunc, str(tmp_path)) is None
+    assert why_unavailable(Mode.TRACEPOINT, no_kfunc, str(tmp_path)) is None
+
+
+def test_bcc_error_one_line():
+    assert _bcc_error(Exception("Need super-user privileges to run")) == \
+        "the kernel refused to load the program (EPERM)"
+    msg = _bcc_error(Exception("Failed to load BPF program b'kretfunc__inet_csk_accept': \nInvalid argument"))
+    assert msg == "load of kretfunc__inet_csk_accept failed: Invalid argument"
+
+
+def test_find_bcc_dir(tmp_path):
+    assert find_bcc_dir((str(tmp_path / "none*"),)) is None
+    pkg = tmp_path / "python3.12" / "site-packages" / "bcc"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    assert find_bcc_dir((str(tmp_path / "python3*" / "site-packages"),)) == pkg
+
+
+def test_import_bcc_missing_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "bcc", None)  # hide any bcc
+    with pytest.raises(BccMissing, match="python3-bpfcc"):
+        import_bcc((str(tmp_path),))

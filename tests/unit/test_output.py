@@ -1,0 +1,78 @@
+import json
+
+from socktrace.events import decode
+from socktrace.output.escape import escape
+from socktrace.output.jsonl import dumps
+from socktrace.output.records import connection_record
+from socktrace.output.table import HEADER, format_row, socket_label
+from socktrace.procinfo import ProcessInfo
+
+from rawevents import raw
+
+PROC = ProcessInfo("java", "java -jar backup.jar", "/system.slice/backup.service")
+CONTRACT = {"type", "time", "pid", "tid", "comm", "uid", "cmdline", "sock_family",
+            "mapped", "laddr", "lport", "raddr", "rport"}
+
+
+def record(**kw):
+    return connection_record(decode(raw(**kw), 0), PROC, "root")
+
+
+def test_record_carries_the_contract_fields():
+    rec = record()
+    assert CONTRACT <= rec.keys()
+    assert rec["v6only"] is False
+    assert rec["time"].endswith("Z") and rec["time"].startswith("1970-01-01T00:00:01")
+    assert (rec["sock_family"], rec["mapped"], rec["laddr"], rec["raddr"]) == \
+        ("AF_INET6", True, "10.0.0.12", "10.0.0.20")
+    assert (rec["cmdline"], rec["user"], rec["cgroup"]) == \
+        ("java -jar backup.jar", "root", "/system.slice/backup.service")
+
+
+def test_connect_records_have_no_v6only():
+    assert "v6only" not in record(kind="connect", v6only=0xff)
+
+
+def test_json_line_escapes_control_characters():
+    line = dumps(connection_record(decode(raw(comm=b"x\x1b[2J\n"), 0),
+                                   ProcessInfo("x", "evil\x1b]0;pwned\x07", None), None))
+    assert "\x1b" not in line and "\n" not in line and "\x07" not in line
+    assert json.loads(line)["comm"] == "x\x1b[2J\n"
+
+
+def test_escape():
+    assert escape("java") == "java"
+    assert escape("a\x1b[31mred\x7f\x9b") == "a\\x1b[31mred\\x7f\\x9b"
+    assert escape("tab\there\u202egnp.exe") == "tab\\there\\u202egnp.exe"
+
+
+def test_table_row_fits_100_columns_and_marks_mapped():
+    row = format_row(record(comm=b"java"))
+    assert len(HEADER) <= 100 and len(row) <= 100
+    assert "31307/java" in row and "tcp6 MAPPED" in row
+    assert "10.0.0.12:4243" in row and "10.0.0.20:64702" in row
+    assert row.endswith(" 0")  # the listener's v6only
+
+
+def test_table_row_worst_case_ipv4_fits():
+    row = format_row(record(saddr="::ffff:255.255.255.255", sport=65535,
+                            daddr="::ffff:255.255.255.254", dport=65535,
+                            pid=4194304, comm=b"abcdefghijklmno"))
+    assert len(row) <= 103  # pid/comm at its widest may push a column
+
+
+def test_table_row_escapes_comm():
+    row = format_row(record(comm=b"ev\x1b[2Jil"))
+    assert "\x1b" not in row and "ev\\x1b[2Jil" in row
+
+
+def test_table_native_ipv6_and_plain_tcp():
+    assert socket_label(record(saddr="::1", daddr="::1")) == "tcp6"
+    rec = record(kind="connect", family=2, saddr="127.0.0.1", daddr="127.0.0.1", v6only=0xff)
+    assert socket_label(rec) == "tcp"
+    assert format_row(rec).endswith(" -")
+    assert "[::1]:4243" in format_row(record(saddr="::1", daddr="::1", v6only=1))
+
+
+def test_unaccepted_label():
+    assert " queued " in format_row(record(kind="unaccepted"))

@@ -1,0 +1,57 @@
+from collections import namedtuple
+
+from socktrace.procinfo import NO_PROCESS, ProcessCache, ProcessInfo, listener_pids
+
+
+def fake_proc(root, pid, comm, argv, cgroup="0::/user.slice\n"):
+    d = root / str(pid)
+    d.mkdir()
+    (d / "comm").write_text(comm + "\n")
+    (d / "cmdline").write_bytes(b"\0".join(argv) + b"\0")
+    (d / "cgroup").write_text(cgroup)
+
+
+def test_reads_and_caches_per_pid(tmp_path):
+    fake_proc(tmp_path, 10, "java", [b"java", b"-jar", b"app.jar"])
+    cache = ProcessCache(procfs=str(tmp_path), users=lambda uid: "root")
+    assert cache.process(10) == ProcessInfo("java", "java -jar app.jar", "/user.slice")
+    (tmp_path / "10" / "cmdline").write_bytes(b"changed\0")
+    assert cache.process(10).cmdline == "java -jar app.jar"   # cached
+    assert cache.lookups == 1
+
+
+def test_forget_refreshes_after_exec(tmp_path):
+    fake_proc(tmp_path, 10, "sh", [b"/bin/sh"])
+    cache = ProcessCache(procfs=str(tmp_path))
+    cache.process(10)
+    (tmp_path / "10" / "cmdline").write_bytes(b"/usr/bin/java\0")
+    cache.forget(10)
+    assert cache.process(10).cmdline == "/usr/bin/java"
+    assert cache.lookups == 2
+
+
+def test_gone_process(tmp_path):
+    assert ProcessCache(procfs=str(tmp_path)).process(99) == NO_PROCESS
+
+
+def test_cgroup_v1_only(tmp_path):
+    fake_proc(tmp_path, 5, "x", [b"x"], cgroup="12:pids:/docker/abc\n3:cpu:/docker/abc\n")
+    assert ProcessCache(procfs=str(tmp_path)).process(5).cgroup == "/docker/abc"
+
+
+def test_user_names_cached():
+    calls = []
+    cache = ProcessCache(users=lambda uid: calls.append(uid) or "u%d" % uid)
+    assert cache.user(1000) == cache.user(1000) == "u1000"
+    assert calls == [1000]
+
+
+Conn = namedtuple("Conn", "status laddr pid")
+Addr = namedtuple("Addr", "ip port")
+
+
+def test_listener_pids():
+    conns = [Conn("LISTEN", Addr("::", 8080), 7), Conn("ESTABLISHED", Addr("::1", 8080), 8),
+             Conn("LISTEN", Addr("0.0.0.0", 8080), 7), Conn("LISTEN", Addr("::", 22), 9),
+             Conn("LISTEN", Addr("::", 8080), None)]
+    assert listener_pids(8080, net_connections=lambda kind: conns) == [7]

@@ -1,0 +1,113 @@
+"""The collector's logic, with the kernel side replaced by plain tables."""
+
+import ctypes
+import time
+
+from socktrace.events import RawEvent, STAT_LOST
+from socktrace.filters import Filter
+from socktrace.probes import Mode, Probes
+from socktrace.procinfo import ProcessCache
+from socktrace.tracer import Tracer
+
+from rawevents import raw
+from test_procinfo import fake_proc
+
+
+class Stats:
+    def __init__(self):
+        self.values = {0: [0, 0], 1: [0, 0]}
+
+    def __getitem__(self, key):
+        return self.values[key.value]
+
+
+class FakeBPF:
+    def __init__(self):
+        self.tables = {"pending": {}, "stats": Stats()}
+
+    def __getitem__(self, name):
+        return self.tables[name]
+
+
+class Sink:
+    def __init__(self):
+        self.records = []
+
+    def connection(self, rec):
+        self.records.append(rec)
+
+    lost = summary = ready = connection
+
+    def flush(self):
+        pass
+
+
+def make(tmp_path, flt=Filter(), listeners=()):
+    sink = Sink()
+    tracer = Tracer(Probes(FakeBPF(), Mode.TRACEPOINT, True, "BTF"), sink, flt,
+                    cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
+                    find_listeners=lambda port: list(listeners))
+    return tracer, sink
+
+
+def test_connections_become_records_with_process_data(tmp_path):
+    fake_proc(tmp_path, 31307, "java", [b"java", b"-jar", b"backup.jar"])
+    tracer, sink = make(tmp_path)
+    tracer._on_event(raw())
+    tracer._on_event(raw(dport=64703))
+    assert [r["rport"] for r in sink.records] == [64702, 64703]
+    assert sink.records[0]["cmdline"] == "java -jar backup.jar"
+    assert tracer.cache.lookups == 1  # one lookup per process, not per event
+
+
+def test_exec_notice_refreshes_the_command_line(tmp_path):
+    fake_proc(tmp_path, 31307, "sh", [b"sh", b"-c", b"exec java"])
+    tracer, sink = make(tmp_path)
+    tracer._on_event(raw())
+    (tmp_path / "31307" / "cmdline").write_bytes(b"java\0-jar\0app.jar\0")
+    tracer._on_event(raw("exec", pid=31307))
+    tracer._on_event(raw())
+    assert [r["cmdline"] for r in sink.records] == ["sh -c exec java", "java -jar app.jar"]
+
+
+def test_userspace_filters(tmp_path):
+    tracer, sink = make(tmp_path, Filter(port=22))
+    tracer._on_event(raw())
+    tracer._on_event(raw(sport=22))
+    assert [r["lport"] for r in sink.records] == [22]
+
+
+def pending_entry(**kw):
+    return RawEvent.from_buffer_copy(raw("unaccepted", pid=0, tid=0, comm=b"", **kw))
+
+
+def test_unaccepted_reported_after_grace_and_attributed_to_listener(tmp_path):
+    fake_proc(tmp_path, 500, "nginx", [b"nginx: master process"])
+    tracer, sink = make(tmp_path, listeners=[500])
+    pending = tracer.probes.bpf["pending"]
+    now = time.monotonic_ns()
+    pending[1] = pending_entry(ts_ns=now - 5 * 10**9, sport=8080)
+    pending[2] = pending_entry(ts_ns=now, sport=8080)            # still young
+    tracer.sweep_unaccepted()
+    assert [(r["type"], r["pid"], r["comm"], r["cmdline"]) for r in sink.records] == \
+        [("unaccepted", 500, "nginx", "nginx: master process")]
+    assert list(pending) == [2]
+    tracer.sweep_unaccepted(everything=True)  # at exit: all of them
+    assert len(sink.records) == 2 and not pending
+
+
+def test_unaccepted_without_listener_owner(tmp_path):
+    tracer, sink = make(tmp_path)
+    tracer.probes.bpf["pending"][1] = pending_entry(ts_ns=0)
+    tracer.sweep_unaccepted()
+    assert (sink.records[0]["pid"], sink.records[0]["comm"]) == (None, None)
+
+
+def test_lost_events_reported_once_per_change(tmp_path):
+    tracer, sink = make(tmp_path)
+    tracer.check_lost()
+    assert sink.records == []
+    tracer.probes.bpf["stats"].values[STAT_LOST] = [3, 4]
+    tracer.check_lost()
+    tracer.check_lost()
+    assert sink.records == [{"type": "lost", "lost": 7, "unaccepted_untracked": 0}]

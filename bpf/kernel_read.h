@@ -40,6 +40,9 @@
 #define OFF_FDT_FD          offsetof(struct fdtable, fd)
 #define OFF_FILE_PRIVATE    offsetof(struct file, private_data)
 #define OFF_SOCKET_SK       offsetof(struct socket, sk)
+#define OFF_TASK_MM         offsetof(struct task_struct, mm)
+#define OFF_MM_ARG_START    offsetof(struct mm_struct, arg_start)
+#define OFF_MM_ARG_END      offsetof(struct mm_struct, arg_end)
 #endif
 
 #define AF_INET  2
@@ -122,6 +125,28 @@ static __always_inline void *sock_from_fd(int fd)
 	if (!sock)
 		return 0;
 	return (void *)read_u64(sock, OFF_SOCKET_SK);
+}
+
+/* Copy the current process's argv area (mm->arg_start..arg_end) into `c`. */
+static __always_inline void read_cmdline(struct cmdline_event *c)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *mm = (void *)read_u64(task, OFF_TASK_MM);
+	u64 start, len;
+
+	c->len = 0;
+	c->truncated = 0;
+	if (!mm)
+		return;  /* a kernel thread */
+	start = read_u64(mm, OFF_MM_ARG_START);
+	len = read_u64(mm, OFF_MM_ARG_END) - start;
+	if (len >= CMDLINE_MAX) {
+		len = CMDLINE_MAX - 1;
+		c->truncated = 1;
+	}
+	len &= CMDLINE_MAX - 1;  /* a bound the verifier can see */
+	if (len && bpf_probe_read_user(c->args, len, (void *)start) == 0)
+		c->len = len;
 }
 
 #endif /* __SOCKTRACE_KERNEL_READ_H */

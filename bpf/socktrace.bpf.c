@@ -40,6 +40,8 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 BPF_HASH(pending, u64, struct event, PENDING_MAX);
 /* pids Python holds in its process cache: their exec/exit is reported */
 BPF_HASH(known_pids, u32, u8, 65536);
+/* room for one cmdline_event per CPU: too big for the BPF stack */
+BPF_PERCPU_ARRAY(cmdline_scratch, struct cmdline_event, 1);
 /* thread -> socket, from the SYN_SENT transition to connect()'s return */
 BPF_TABLE("lru_hash", u32, u64, connecting, 16384);
 
@@ -81,25 +83,49 @@ static __always_inline bool is_tcp(const void *sk)
 	       read_u16(sk, OFF_SK_PROTOCOL) == IPPROTO_TCP;
 }
 
-/* Send `e` to Python unless a kernel-side filter drops it. */
-static __always_inline void report(void *ctx, struct event *e)
+static __always_inline void submit(void *ctx, void *data, u32 size)
 {
-	u8 one = 1;
 	int err;
 
+#ifdef USE_RINGBUF
+	err = events.ringbuf_output(data, size, 0);
+#else
+	err = events.perf_submit(ctx, data, size);
+#endif
+	if (err)
+		count(STAT_LOST);
+}
+
+/* The first connection of a process (since its last exec) carries its
+ * command line, read now, while the process certainly exists. */
+static __always_inline void introduce_process(void *ctx, u32 pid)
+{
+	u32 zero = 0;
+	u8 one = 1;
+	struct cmdline_event *c;
+
+	if (known_pids.lookup(&pid))
+		return;
+	known_pids.update(&pid, &one);
+	c = cmdline_scratch.lookup(&zero);
+	if (!c)
+		return;
+	c->type = EVENT_CMDLINE;
+	c->pid = pid;
+	read_cmdline(c);
+	submit(ctx, c, sizeof(*c));
+}
+
+/* Send `e`, from process context, to Python unless a kernel-side filter
+ * drops it. */
+static __always_inline void report(void *ctx, struct event *e)
+{
 	if (MAPPED_ONLY && !is_mapped(e))
 		return;
 	if (FILTER_PID && e->pid != FILTER_PID)
 		return;
-	if (!known_pids.lookup(&e->pid))
-		known_pids.update(&e->pid, &one);
-#ifdef USE_RINGBUF
-	err = events.ringbuf_output(e, sizeof(*e), 0);
-#else
-	err = events.perf_submit(ctx, e, sizeof(*e));
-#endif
-	if (err)
-		count(STAT_LOST);
+	introduce_process(ctx, e->pid);
+	submit(ctx, e, sizeof(*e));
 }
 
 /* accept() handed `sk` to the current task.  `listener` is NULL where only
@@ -237,12 +263,7 @@ static __always_inline void forget_task(void *ctx)
 	known_pids.delete(&pid);
 	e.type = EVENT_EXEC;
 	e.pid = pid;
-#ifdef USE_RINGBUF
-	if (events.ringbuf_output(&e, sizeof(e), 0))
-#else
-	if (events.perf_submit(ctx, &e, sizeof(e)))
-#endif
-		count(STAT_LOST);
+	submit(ctx, &e, sizeof(e));
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec)

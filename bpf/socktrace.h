@@ -14,32 +14,48 @@
 
 #define TASK_COMM_LEN 16
 
-/* enum event_type */
+/* enum event_type: the first byte of every record Python receives */
 #define EVENT_ACCEPT     1  /* accept() returned a new connection        */
 #define EVENT_CONNECT    2  /* connect() sent a SYN                      */
 #define EVENT_UNACCEPTED 3  /* handshake done, still in the accept queue */
 #define EVENT_EXEC       4  /* a process we reported on exec'd or exited:
-                               Python drops its cached command line      */
+                               its command line is stale (struct event)  */
+#define EVENT_CMDLINE    5  /* the command line of a process, sent before
+                               its first connection (struct cmdline_event) */
 
 /* v6only when it is not known (AF_INET sockets, connects) */
 #define V6ONLY_UNKNOWN 0xff
 
 struct event {
+	__u8  type;         /* EVENT_* */
+	__u8  v6only;       /* listener's IPV6_V6ONLY: 0, 1 or V6ONLY_UNKNOWN */
+	__u16 family;       /* the socket's family: AF_INET or AF_INET6 */
+	__u32 pid;          /* process (tgid); 0 when unknown */
 	__u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 sk;           /* kernel address of the socket: a connection id */
-	__u64 cgroup_id;
-	__u32 pid;          /* process (tgid); 0 when unknown */
+	__u64 cgroup_id;    /* cgroup v2 id: the inode of its cgroupfs directory */
 	__u32 tid;
 	__u32 uid;
 	__u32 netns;        /* network namespace inode number */
-	__u8  saddr[16];    /* local address */
-	__u8  daddr[16];    /* peer address */
 	__u16 sport;        /* local port */
 	__u16 dport;        /* peer port */
-	__u16 family;       /* the socket's family: AF_INET or AF_INET6 */
-	__u8  type;         /* EVENT_* */
-	__u8  v6only;       /* listener's IPV6_V6ONLY: 0, 1 or V6ONLY_UNKNOWN */
+	__u8  saddr[16];    /* local address */
+	__u8  daddr[16];    /* peer address */
 	char  comm[TASK_COMM_LEN];
+};
+
+/* Read from the process's own memory at its first connection, so the
+ * command line is right even when the process exits or execs before Python
+ * could read /proc.  NUL-separated like /proc/PID/cmdline; len 0 when the
+ * pages were not resident (Python then reads /proc). */
+#define CMDLINE_MAX 512
+
+struct cmdline_event {
+	__u8  type;         /* EVENT_CMDLINE */
+	__u8  truncated;    /* the command line was longer than CMDLINE_MAX */
+	__u16 len;
+	__u32 pid;
+	char  args[CMDLINE_MAX];
 };
 
 /* Index of the counters in the `stats` map. */

@@ -42,6 +42,7 @@ class Kind(str, Enum):
     UNACCEPTED = "unaccepted"   # handshake done, not accepted (yet)
 
 
+EVENT_CMDLINE = _C["EVENT_CMDLINE"]
 KIND_BY_TYPE = {_C["EVENT_ACCEPT"]: Kind.ACCEPT, _C["EVENT_CONNECT"]: Kind.CONNECT,
                 _C["EVENT_UNACCEPTED"]: Kind.UNACCEPTED}
 EVENT_EXEC = _C["EVENT_EXEC"]
@@ -53,21 +54,32 @@ STAT_PENDING_FULL = _C["STAT_PENDING_FULL"]
 class RawEvent(ctypes.Structure):
     """Mirror of `struct event` in bpf/socktrace.h."""
     _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("v6only", ctypes.c_uint8),
+        ("family", ctypes.c_uint16),
+        ("pid", ctypes.c_uint32),
         ("ts_ns", ctypes.c_uint64),
         ("sk", ctypes.c_uint64),
         ("cgroup_id", ctypes.c_uint64),
-        ("pid", ctypes.c_uint32),
         ("tid", ctypes.c_uint32),
         ("uid", ctypes.c_uint32),
         ("netns", ctypes.c_uint32),
-        ("saddr", ctypes.c_uint8 * 16),
-        ("daddr", ctypes.c_uint8 * 16),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
-        ("family", ctypes.c_uint16),
-        ("type", ctypes.c_uint8),
-        ("v6only", ctypes.c_uint8),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
         ("comm", ctypes.c_char * _C["TASK_COMM_LEN"]),
+    ]
+
+
+class RawCmdline(ctypes.Structure):
+    """Mirror of `struct cmdline_event` in bpf/socktrace.h."""
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("truncated", ctypes.c_uint8),
+        ("len", ctypes.c_uint16),
+        ("pid", ctypes.c_uint32),
+        ("args", ctypes.c_char * _C["CMDLINE_MAX"]),
     ]
 
 
@@ -103,6 +115,17 @@ class ProcessGone:
     pid: int
 
 
+@dataclass(frozen=True)
+class ProcessArgs:
+    """A process's argv as the kernel read it at its first connection.
+
+    `args` is NUL-separated like /proc/PID/cmdline; empty when the kernel
+    could not read it."""
+    pid: int
+    args: bytes
+    truncated: bool
+
+
 def format_addr(raw: bytes, family: int) -> tuple[str, bool]:
     """Text form of an address and whether it is IPv4-mapped.
 
@@ -121,7 +144,7 @@ def format_addr(raw: bytes, family: int) -> tuple[str, bool]:
     return str(addr), False
 
 
-def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone:
+def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | ProcessArgs:
     """Decode one event from the kernel.
 
     `wall_offset_ns` turns the event's CLOCK_MONOTONIC stamp into Unix time
@@ -132,6 +155,10 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone:
     sock_family='AF_INET6', mapped=True, laddr='10.0.0.12', lport=4243,
     raddr='10.0.0.20', rport=64702, v6only=False, ...).
     """
+    if data[0] == EVENT_CMDLINE:
+        a = RawCmdline.from_buffer_copy(data[:ctypes.sizeof(RawCmdline)])
+        return ProcessArgs(a.pid, ctypes.string_at(ctypes.addressof(a) + RawCmdline.args.offset,
+                                                   min(a.len, _C["CMDLINE_MAX"])), bool(a.truncated))
     e = RawEvent.from_buffer_copy(data[:ctypes.sizeof(RawEvent)])
     if e.type == EVENT_EXEC:
         return ProcessGone(e.pid)

@@ -99,6 +99,9 @@ _FIELDS = {
     "OFF_FDT_FD": ("fdtable", "fd"),
     "OFF_FILE_PRIVATE": ("file", "private_data"),
     "OFF_SOCKET_SK": ("socket", "sk"),
+    "OFF_TASK_MM": ("task_struct", "mm"),
+    "OFF_MM_ARG_START": ("mm_struct", "arg_start"),
+    "OFF_MM_ARG_END": ("mm_struct", "arg_end"),
 }
 
 

@@ -1,9 +1,11 @@
 """Process attribution: command line, user and cgroup of a pid, cached.
 
-The kernel gives pid, tid, comm and uid with each event; the rest comes from
-/proc once per process and stays cached until the kernel reports that the
-process exec'd or exited (EVENT_EXEC), so a busy server costs one lookup,
-not one per connection.  /proc is read directly rather than through psutil:
+The kernel gives pid, tid, comm and uid with each event, and the command
+line with the first event of each process (read from the process's memory,
+so it is right even for a process that exits or execs at once).  The cgroup
+comes from /proc once per process.  Everything stays cached until the kernel
+reports that the process exec'd or exited (EVENT_EXEC), so a busy server
+costs one lookup, not one per connection.  /proc is read directly rather than through psutil:
 it is three small files, psutil has no cgroup accessor, and its /proc root is
 a process-wide global where this takes a parameter.
 """
@@ -79,6 +81,24 @@ class ProcessCache:
 
     def forget(self, pid: int) -> None:
         self._procs.pop(pid, None)
+
+    def introduce(self, pid: int, args: bytes, truncated: bool) -> None:
+        """Cache the command line the kernel read for `pid`."""
+        info = self._read(pid)
+        if args:
+            cmdline = read_cmdline(args)
+            # /proc has the whole of a long command line; trust it only
+            # while it still starts with what the kernel saw
+            if not (truncated and info.cmdline and info.cmdline.startswith(cmdline)):
+                info = ProcessInfo(info.comm, cmdline, info.cgroup)
+        self._procs[pid] = info
+
+    def comm(self, pid: int) -> str | None:
+        """The process name now (uncached)."""
+        try:
+            return (self.procfs / str(pid) / "comm").read_text().rstrip("\n")
+        except OSError:
+            return None
 
     def _read(self, pid: int) -> ProcessInfo:
         self.lookups += 1

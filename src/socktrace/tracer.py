@@ -15,8 +15,8 @@ import time
 from collections import Counter
 from typing import Callable
 
-from .events import (STAT_LOST, STAT_PENDING_FULL, Connection, Kind, ProcessGone,
-                     decode)
+from .events import (STAT_LOST, STAT_PENDING_FULL, Connection, Kind, ProcessArgs,
+                     ProcessGone, decode)
 from .filters import Filter
 from .output.records import (connection_record, lost_record, ready_record,
                              summary_record)
@@ -50,8 +50,10 @@ class Tracer:
         ev = decode(data, self.wall_offset_ns)
         if isinstance(ev, ProcessGone):
             self.cache.forget(ev.pid)
-            return
-        self._emit(ev)
+        elif isinstance(ev, ProcessArgs):
+            self.cache.introduce(ev.pid, ev.args, ev.truncated)
+        else:
+            self._emit(ev)
 
     def _emit(self, c: Connection) -> None:
         if c.kind is Kind.UNACCEPTED:
@@ -68,7 +70,7 @@ class Tracer:
         if not pids:
             return c
         pid = pids[0]
-        return dataclasses.replace(c, pid=pid, comm=self.cache.process(pid).comm or "")
+        return dataclasses.replace(c, pid=pid, comm=self.cache.comm(pid) or "")
 
     # -- periodic work ----------------------------------------------------
     def sweep_unaccepted(self, everything: bool = False) -> None:

@@ -6,17 +6,18 @@ from datetime import datetime, timezone
 
 import pytest
 
-from socktrace.events import (Connection, Kind, ProcessGone, RawEvent, decode,
-                              format_addr, parse_defines)
+from socktrace.events import (Connection, Kind, ProcessArgs, ProcessGone, RawCmdline,
+                              RawEvent, decode, format_addr, parse_defines)
 from socktrace.kernel.sources import bpf_source_dir
 
-from rawevents import raw
+from rawevents import _C, raw
 
 
-def test_raw_event_matches_the_c_struct(tmp_path):
-    """RawEvent mirrors struct event in socktrace.h: same size and offsets,
-    as the C compiler lays it out."""
-    fields = [name for name, _ in RawEvent._fields_]
+@pytest.mark.parametrize("mirror, struct", [(RawEvent, "event"), (RawCmdline, "cmdline_event")])
+def test_python_mirrors_match_the_c_structs(tmp_path, mirror, struct):
+    """RawEvent and RawCmdline mirror socktrace.h: same size and offsets, as
+    the C compiler lays them out."""
+    fields = [name for name, _ in mirror._fields_]
     prog = tmp_path / "layout.c"
     prog.write_text(textwrap.dedent("""\
         #include <stdio.h>
@@ -24,16 +25,17 @@ def test_raw_event_matches_the_c_struct(tmp_path):
         #include <linux/types.h>
         #include "socktrace.h"
         int main(void) {
-            printf("size %zu\\n", sizeof(struct event));
-        """) + "".join(f'    printf("{f} %zu\\n", offsetof(struct event, {f}));\n' for f in fields)
+            printf("size %zu\\n", sizeof(struct STRUCT));
+        """).replace("STRUCT", struct)
+        + "".join(f'    printf("{f} %zu\\n", offsetof(struct {struct}, {f}));\n' for f in fields)
         + "    return 0;\n}\n")
     exe = tmp_path / "layout"
     subprocess.run(["gcc", "-I", str(bpf_source_dir()), "-o", str(exe), str(prog)], check=True)
     out = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True,
                                                          text=True, check=True).stdout.splitlines())
-    assert int(out["size"]) == ctypes.sizeof(RawEvent)
+    assert int(out["size"]) == ctypes.sizeof(mirror)
     for f in fields:
-        assert int(out[f]) == getattr(RawEvent, f).offset, f
+        assert int(out[f]) == getattr(mirror, f).offset, f
 
 
 def test_decode_mapped_accept():
@@ -89,3 +91,9 @@ def test_parse_defines_reads_the_contract():
     d = parse_defines((bpf_source_dir() / "socktrace.h").read_text())
     assert d["TASK_COMM_LEN"] == 16
     assert len({d["EVENT_ACCEPT"], d["EVENT_CONNECT"], d["EVENT_UNACCEPTED"], d["EVENT_EXEC"]}) == 4
+
+
+def test_decode_command_line():
+    a = RawCmdline(type=_C["EVENT_CMDLINE"], truncated=0, len=12, pid=7)
+    a.args = b"java\0-jar\0x\0"
+    assert decode(bytes(a), 0) == ProcessArgs(7, b"java\0-jar\0x\0", False)

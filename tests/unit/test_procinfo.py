@@ -55,3 +55,29 @@ def test_listener_pids():
              Conn("LISTEN", Addr("0.0.0.0", 8080), 7), Conn("LISTEN", Addr("::", 22), 9),
              Conn("LISTEN", Addr("::", 8080), None)]
     assert listener_pids(8080, net_connections=lambda kind: conns) == [7]
+
+
+def test_kernel_command_line_wins_over_proc(tmp_path):
+    """The kernel read argv at the connection; /proc may already show the
+    program the process exec'd since."""
+    fake_proc(tmp_path, 10, "java", [b"java", b"-jar", b"new.jar"])
+    cache = ProcessCache(procfs=str(tmp_path))
+    cache.introduce(10, b"sh\0-c\0run\0", truncated=False)
+    assert cache.process(10) == ProcessInfo("java", "sh -c run", "/user.slice")
+    assert cache.lookups == 1
+
+
+def test_truncated_kernel_command_line_completed_from_proc(tmp_path):
+    fake_proc(tmp_path, 10, "java", [b"java", b"-cp", b"a.jar:b.jar", b"Main"])
+    cache = ProcessCache(procfs=str(tmp_path))
+    cache.introduce(10, b"java\0-cp\0a.j", truncated=True)
+    assert cache.process(10).cmdline == "java -cp a.jar:b.jar Main"
+    cache.introduce(10, b"python3\0-m", truncated=True)      # /proc shows another program
+    assert cache.process(10).cmdline == "python3 -m"
+
+
+def test_kernel_could_not_read_command_line(tmp_path):
+    fake_proc(tmp_path, 10, "nginx", [b"nginx: worker process"])
+    cache = ProcessCache(procfs=str(tmp_path))
+    cache.introduce(10, b"", truncated=False)
+    assert cache.process(10).cmdline == "nginx: worker process"

@@ -32,6 +32,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dic
         "user": user,
         "cmdline": proc.cmdline,
         "cgroup": proc.cgroup,
+        "cgroup_id": c.cgroup_id or None,
         "netns": c.netns,
         "sock_family": c.sock_family,
         "mapped": c.mapped,

@@ -1,0 +1,77 @@
+"""Helper processes for the kernel tests: each role prints JSON lines.
+
+  serve FAMILY V6ONLY N     listen, print {"port"}, accept N, print each peer
+  block-accept              listen, print {"port"}, block in accept(), print peer
+  listen-only               listen, print {"port"}, never accept
+  burst PORT N              N short-lived IPv4 connections to PORT
+  connect-exec PORT         connect, then exec itself to connect again
+  evil-connect PORT         rename itself with terminal escapes, connect
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+
+def say(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def listener(family=socket.AF_INET6, v6only=0, host=None):
+    s = socket.socket(family)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0))
+    s.listen(4096)
+    return s
+
+
+def main(role, *args):
+    if role == "serve":
+        family = {"6": socket.AF_INET6, "4": socket.AF_INET}[args[0]]
+        ls = listener(family, int(args[1]))
+        say(port=ls.getsockname()[1])
+        for _ in range(int(args[2])):
+            conn, _ = ls.accept()
+            conn.close()
+        say(done=True)
+        sys.stdin.read()
+    elif role == "block-accept":
+        ls = listener()
+        say(port=ls.getsockname()[1])
+        conn, peer = ls.accept()
+        say(peer_port=peer[1])
+        sys.stdin.read()
+    elif role == "listen-only":
+        ls = listener()
+        say(port=ls.getsockname()[1])
+        sys.stdin.read()
+    elif role == "burst":
+        port, n = int(args[0]), int(args[1])
+        for _ in range(n):
+            socket.create_connection(("127.0.0.1", port)).close()
+        say(done=n)
+        sys.stdin.read()
+    elif role == "connect-exec":
+        port = int(args[0])
+        c = socket.create_connection(("127.0.0.1", port))
+        say(first_port=c.getsockname()[1])
+        if len(args) == 1:
+            os.execv(sys.executable, [sys.executable, __file__, role, str(port), "again"])
+        time.sleep(0.2)
+        say(done=True)
+        sys.stdin.read()
+    elif role == "evil-connect":
+        import ctypes
+        ctypes.CDLL(None).prctl(15, b"ev\x1b[31mil\x07", 0, 0, 0)  # PR_SET_NAME
+        c = socket.create_connection(("127.0.0.1", int(args[0])))
+        say(port=c.getsockname()[1])
+        sys.stdin.read()
+    else:
+        raise SystemExit(f"unknown role {role}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,263 @@
+"""socktrace against this kernel: every case of the issue, real sockets."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import SOCKTRACE, Socktrace
+
+IPV6_V6ONLY = socket.IPV6_V6ONLY
+
+
+@pytest.fixture(scope="module")
+def tracer():
+    st = Socktrace()
+    yield st
+    assert st.stop() == 0
+
+
+def listener(family=socket.AF_INET6, v6only=0, host=None):
+    s = socket.socket(family)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_V6ONLY, v6only)
+    s.bind((host or ("::" if family == socket.AF_INET6 else "127.0.0.1"), 0))
+    s.listen(64)
+    return s
+
+
+def as_seen(sock):
+    """What socktrace should report for `sock`, from the socket API itself."""
+    local, peer = sock.getsockname(), sock.getpeername()
+    mapped = sock.family == socket.AF_INET6 and peer[0].startswith("::ffff:")
+    strip = (lambda a: a[len("::ffff:"):]) if mapped else (lambda a: a)
+    return {"sock_family": sock.family.name, "mapped": mapped,
+            "laddr": strip(local[0]), "lport": local[1], "raddr": strip(peer[0]), "rport": peer[1]}
+
+
+def me():
+    with open("/proc/self/cgroup") as f:
+        cgroup = re.search(r"^0::(.*)$", f.read(), re.M).group(1)
+    return {"pid": os.getpid(), "tid": threading.get_native_id(), "uid": os.getuid(),
+            "user": "root", "comm": open("/proc/self/comm").read().strip(),
+            "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}
+
+
+def check(rec, sock, **extra):
+    want = {**as_seen(sock), **me(), **extra}
+    assert {k: rec.get(k) for k in want} == want
+    assert rec["cmdline"] == " ".join(open("/proc/self/cmdline", "rb").read().decode().split("\0")).strip()
+
+
+def one(tracer, type_, **match):
+    def pred(r):
+        return r["type"] == type_ and all(r.get(k) == v for k, v in match.items())
+    return tracer.wait_for(pred)[0]
+
+
+def test_dual_stack_listener_with_ipv4_client(tracer):
+    ls = listener(v6only=0)
+    port = ls.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    server, _ = ls.accept()
+    acc = one(tracer, "accept", lport=port)
+    check(acc, server, v6only=bool(ls.getsockopt(socket.IPPROTO_IPV6, IPV6_V6ONLY)))
+    assert acc["mapped"] is True and acc["sock_family"] == "AF_INET6" and acc["v6only"] is False
+    con = one(tracer, "connect", lport=client.getsockname()[1])
+    check(con, client)
+    assert con["sock_family"] == "AF_INET" and con["mapped"] is False and "v6only" not in con
+
+
+def test_v6only_listener_with_ipv6_loopback_client(tracer):
+    ls = listener(v6only=1, host="::1")
+    port = ls.getsockname()[1]
+    client = socket.create_connection(("::1", port))
+    server, _ = ls.accept()
+    acc = one(tracer, "accept", lport=port)
+    check(acc, server, v6only=True)
+    assert acc["mapped"] is False and acc["raddr"] == "::1"
+    check(one(tracer, "connect", lport=client.getsockname()[1]), client)
+
+
+def test_af_inet6_socket_connecting_to_mapped_address(tracer):
+    ls = listener(socket.AF_INET, host="127.0.0.1")
+    client = socket.socket(socket.AF_INET6)
+    client.connect(("::ffff:127.0.0.1", ls.getsockname()[1]))
+    server, _ = ls.accept()
+    con = one(tracer, "connect", lport=client.getsockname()[1])
+    check(con, client)
+    assert con["mapped"] is True and con["sock_family"] == "AF_INET6" and con["raddr"] == "127.0.0.1"
+    acc = one(tracer, "accept", lport=ls.getsockname()[1], rport=client.getsockname()[1])
+    check(acc, server, v6only=None)
+    assert acc["sock_family"] == "AF_INET"
+
+
+def test_plain_af_inet_connect(tracer):
+    ls = listener(socket.AF_INET)
+    client = socket.create_connection(("127.0.0.1", ls.getsockname()[1]))
+    ls.accept()
+    con = one(tracer, "connect", lport=client.getsockname()[1])
+    check(con, client)
+    assert (con["sock_family"], con["mapped"]) == ("AF_INET", False)
+
+
+def test_connection_never_accepted_is_attributed_to_the_listener(tracer, peer):
+    owner = peer("listen-only")
+    port = owner.read()["port"]
+    client = socket.create_connection(("127.0.0.1", port))
+    rec = one(tracer, "unaccepted", lport=port)
+    assert rec["pid"] == owner.pid
+    assert rec["comm"] == open(f"/proc/{owner.pid}/comm").read().strip()
+    assert "peer.py listen-only" in rec["cmdline"]
+    assert (rec["mapped"], rec["v6only"], rec["rport"]) == (True, False, client.getsockname()[1])
+    assert not [r for r in tracer.records if r["type"] == "accept" and r["lport"] == port]
+
+
+def test_exec_refreshes_the_cached_command_line(tracer, peer):
+    ls = listener(socket.AF_INET)
+    port = ls.getsockname()[1]
+    p = peer("connect-exec", str(port))
+    first, second = p.read()["first_port"], p.read()["first_port"]
+    recs = [one(tracer, "connect", lport=lp) for lp in (first, second)]
+    assert [r["pid"] for r in recs] == [p.pid, p.pid]
+    assert recs[0]["cmdline"].endswith(f"connect-exec {port}")
+    assert recs[1]["cmdline"].endswith(f"connect-exec {port} again")
+
+
+def test_burst_of_2000_connections_each_reported_once(socktrace, peer):
+    st = socktrace("--probe", "tracepoint")
+    server = peer("serve", "6", "0", "2000")
+    port = server.read()["port"]
+    client = peer("burst", str(port), "2000")
+    assert client.read() == {"done": 2000}
+    assert server.read() == {"done": True}
+    st.wait_for(lambda r: r["type"] == "accept" and r["lport"] == port, count=2000, timeout=30)
+    assert st.stop() == 0
+    recs = st.records
+    accepts = [r for r in recs if r["type"] == "accept" and r["lport"] == port]
+    connects = [r for r in recs if r["type"] == "connect" and r["rport"] == port]
+    assert len(accepts) == len({r["rport"] for r in accepts}) == 2000
+    assert len(connects) == len({r["lport"] for r in connects}) == 2000
+    assert {r["pid"] for r in accepts} == {server.pid}
+    assert {r["pid"] for r in connects} == {client.pid}
+    assert all(r["mapped"] and r["v6only"] is False for r in accepts)
+    assert not [r for r in recs if r["type"] == "unaccepted" and r["lport"] == port]
+    assert recs[-1]["type"] == "summary" and recs[-1]["lost"] == 0
+
+
+def test_accept_blocked_before_tracing_starts(socktrace, peer):
+    server = peer("block-accept")
+    port = server.read()["port"]
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{server.pid}/syscall").read().split()[0] not in ("43", "288"):
+        assert time.monotonic() < deadline, "peer never blocked in accept()"
+        time.sleep(0.05)
+    st = socktrace()
+    client = socket.create_connection(("127.0.0.1", port))
+    assert server.read() == {"peer_port": client.getsockname()[1]}
+    rec = one(st, "accept", lport=port)
+    assert (rec["pid"], rec["rport"], rec["mapped"]) == (server.pid, client.getsockname()[1], True)
+    assert st.stop() == 0
+    assert not [r for r in st.records if r["type"] == "unaccepted" and r["lport"] == port]
+
+
+def test_probe_tracepoint_runs_here(socktrace):
+    st = socktrace("--probe", "tracepoint")
+    assert st.ready["probe"] == "tracepoint" and st.ready["offsets"] == "BTF"
+
+
+@pytest.mark.parametrize("mode", ["kprobe", "kfunc"])
+def test_function_probe_modes_fail_here_with_one_line(mode):
+    r = subprocess.run([SOCKTRACE, "--json", "--probe", mode], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert re.fullmatch(rf"Error: probe mode {mode}: .+\n", r.stderr), r.stderr
+    if mode == "kprobe":  # this machine: CONFIG_KPROBES is not set
+        assert "CONFIG_KPROBES is not set" in r.stderr
+    else:                 # this machine: fentry/fexit loads get EPERM
+        assert "EPERM" in r.stderr
+
+
+def test_auto_says_why_modes_were_skipped(tracer):
+    assert tracer.ready["probe"] == "tracepoint"
+    assert set(tracer.ready["skipped"]) == {"kfunc", "kprobe"}
+
+
+def test_mapped_only_filters_in_the_kernel(socktrace):
+    st = socktrace("--mapped-only")
+    ls = listener(v6only=0)
+    port = ls.getsockname()[1]
+    c6 = socket.create_connection(("::1", port)); ls.accept()
+    c4 = socket.create_connection(("127.0.0.1", port)); ls.accept()
+    one(st, "accept", rport=c4.getsockname()[1])
+    assert st.stop() == 0
+    mine = [r for r in st.records if port in (r.get("lport"), r.get("rport"))]
+    assert {(r["type"], r["mapped"]) for r in mine} == {("accept", True)}
+
+
+def test_perf_buffer(socktrace):
+    st = socktrace("--buffer", "perf", "--probe", "tracepoint")
+    assert st.ready["buffer"] == "perf buffer"
+    ls = listener(v6only=0)
+    c = socket.create_connection(("127.0.0.1", ls.getsockname()[1])); ls.accept()
+    one(st, "connect", lport=c.getsockname()[1])
+
+
+def bpf_prog_ids(pid):
+    """Ids of the BPF programs process `pid` holds open."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            ids.update(int(m) for m in re.findall(r"^prog_id:\s+(\d+)", f.read(), re.M))
+    return ids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_and_leaves_no_probes(socktrace, sig):
+    st = socktrace("--probe", "tracepoint")
+    ids = bpf_prog_ids(st.proc.pid)
+    assert len(ids) >= 6
+    assert st.stop(sig) == 0
+    assert st.records[-1]["type"] == "summary"
+    all_ids = {p["id"] for p in json.loads(subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout)}
+    assert not ids & all_ids
+
+
+def test_not_root_is_refused_before_loading_anything():
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        SOCKTRACE, "--json"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == "Error: socktrace needs root to load BPF programs: run it with sudo\n"
+
+
+def test_table_marks_mapped_rows_and_escapes_names(peer):
+    proc = subprocess.Popen([SOCKTRACE, "--probe", "tracepoint"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().split() == ["TIME", "EVENT", "PID/COMM", "LOCAL", "PEER",
+                                                  "SOCKET", "V6ONLY"]
+        ls = listener(v6only=0)
+        port = ls.getsockname()[1]
+        evil = peer("evil-connect", str(port))
+        cport = evil.read()["port"]
+        ls.accept()
+        rows = []
+        while len([r for r in rows if str(port) in r]) < 2:
+            rows.append(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    accept = next(r for r in rows if f":{port} " in r and " accept " in r)
+    assert f"{os.getpid()}/" in accept and "tcp6 MAPPED" in accept and accept.rstrip().endswith(" 0")
+    connect = next(r for r in rows if f":{cport} " in r and " connect " in r)
+    assert f"{evil.pid}/ev\\x1b[31mil\\x07" in connect
+    assert "\x1b" not in "".join(rows) + out + err
+    assert "socktrace: tracing with probe mode tracepoint" in err
+    assert re.search(r"socktrace: \d+ events .*, 0 lost", err)

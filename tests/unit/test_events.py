@@ -95,5 +95,5 @@ def test_parse_defines_reads_the_contract():
 
 def test_decode_command_line():
     a = RawCmdline(type=_C["EVENT_CMDLINE"], truncated=0, len=12, pid=7)
-    a.args = b"java\0-jar\0x\0"
+    ctypes.memmove(ctypes.addressof(a) + RawCmdline.args.offset, b"java\0-jar\0x\0", 12)
     assert decode(bytes(a), 0) == ProcessArgs(7, b"java\0-jar\0x\0", False)

@@ -157,7 +157,7 @@ class Loader:
         # BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8
         # (https://github.com/torvalds/linux/commit/457f44363a8894135c85b7a9afd2bd8196db24ab)
         self.ringbuf = (kernel_version(self.release) >= (5, 8)) if buffer == "auto" else buffer == "ring"
-        self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-", dir=headers.scratch_dir())
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 
     def _kernel_layout(self) -> tuple[Path, dict[str, int], str]:

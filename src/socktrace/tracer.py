@@ -40,6 +40,7 @@ class Tracer:
         self.find_listeners = find_listeners
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.counts: Counter[str] = Counter()
+        self.mapped = 0
         self.lost = 0
         self.pending_full = 0
         self._reported_lost = (0, 0)
@@ -63,6 +64,7 @@ class Tracer:
         proc = self.cache.process(c.pid) if c.pid else NO_PROCESS
         self.sink.connection(connection_record(c, proc, self.cache.user(c.uid)))
         self.counts[c.kind.value] += 1
+        self.mapped += c.mapped
 
     def _attribute_to_listener(self, c: Connection) -> Connection:
         """Nobody accepted it: name the process owning the listener."""
@@ -137,5 +139,5 @@ class Tracer:
         poll(0)
         self.sweep_unaccepted(everything=True)
         self.check_lost()
-        self.sink.summary(summary_record(sum(self.counts.values()), self.lost,
+        self.sink.summary(summary_record(sum(self.counts.values()), self.mapped, self.lost,
                                          self.pending_full, dict(self.counts)))

@@ -57,6 +57,7 @@ def lost_record(lost: int, pending_full: int) -> dict[str, Any]:
     return {"type": "lost", "lost": lost, "unaccepted_untracked": pending_full}
 
 
-def summary_record(events: int, lost: int, pending_full: int, by_type: dict[str, int]) -> dict[str, Any]:
-    return {"type": "summary", "events": events, "lost": lost,
+def summary_record(events: int, mapped: int, lost: int, pending_full: int,
+                   by_type: dict[str, int]) -> dict[str, Any]:
+    return {"type": "summary", "events": events, "mapped": mapped, "lost": lost,
             "unaccepted_untracked": pending_full, "by_type": by_type}

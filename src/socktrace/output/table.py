@@ -56,10 +56,10 @@ class TableSink:
         self.err = err
 
     def ready(self, rec: dict[str, Any]) -> None:
-        skipped = "".join(f"; {m} skipped: {r}" for m, r in rec["skipped"].items())
+        for mode, reason in rec["skipped"].items():
+            self.err.write(f"socktrace: {mode} skipped: {reason}\n")
         self.err.write(f"socktrace: tracing with probe mode {rec['probe']}"
-                       f" (offsets from {rec['offsets']}, {rec['buffer']}){skipped}."
-                       " Ctrl-C to stop.\n")
+                       f" (offsets from {rec['offsets']}, {rec['buffer']}). Ctrl-C to stop.\n")
         self.err.flush()
         self.out.write(HEADER + "\n")
         self.out.flush()
@@ -77,7 +77,7 @@ class TableSink:
         self.flush()
         counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
         self.err.write(f"socktrace: {rec['events']} events ({counts or 'none'}), "
-                       f"{rec['lost']} lost\n")
+                       f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost\n")
         self.err.flush()
 
     def flush(self) -> None:

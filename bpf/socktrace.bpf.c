@@ -38,8 +38,9 @@ BPF_PERF_OUTPUT(events);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 /* socket -> its connection, from handshake done to accept() */
 BPF_HASH(pending, u64, struct event, PENDING_MAX);
-/* pids Python holds in its process cache: their exec/exit is reported */
-BPF_HASH(known_pids, u32, u8, 65536);
+/* pids Python holds in its process cache: their exec/exit is reported.
+ * LRU: an evicted pid only costs one more cmdline_event. */
+BPF_TABLE("lru_hash", u32, u8, known_pids, 65536);
 /* room for one cmdline_event per CPU: too big for the BPF stack */
 BPF_PERCPU_ARRAY(cmdline_scratch, struct cmdline_event, 1);
 /* thread -> socket, from the SYN_SENT transition to connect()'s return */

@@ -20,7 +20,7 @@ from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
 from .output.table import TableSink
-from .probes import AUTO_ORDER, KernelFilter, Loader, Mode, ProbeError
+from .probes import AUTO_ORDER, PERFBUF_PAGES, RINGBUF_PAGES, KernelFilter, Loader, Mode, ProbeError
 from .tracer import Tracer
 
 PROBE_CHOICES = ["auto"] + [m.value for m in Mode]
@@ -33,11 +33,18 @@ class Settings:
     filter: Filter
     unaccepted_after: float
     buffer: str
+    buffer_pages: int | None
 
 
 def _port(ctx, param, value):
     if value is not None and not 1 <= value <= 65535:
         raise click.BadParameter(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+def _pages(ctx, param, value):
+    if value is not None and (value < 1 or value & (value - 1)):
+        raise click.BadParameter(f"{value} is not a power of 2")
     return value
 
 
@@ -63,15 +70,19 @@ def _pid(ctx, param, value):
               metavar="SECONDS", help="Report a connection nobody accepted after this long.")
 @click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto", show_default=True,
               help="Event buffer: ring buffer (Linux 5.8+) or per-CPU perf buffer; auto picks by kernel version.")
+@click.option("--buffer-pages", type=int, callback=_pages,
+              help=f"Size of the event buffer in 4 KiB pages, a power of 2 "
+                   f"[default: {RINGBUF_PAGES} for the ring buffer, {PERFBUF_PAGES} per CPU for the perf buffer].")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer):
+def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer, buffer_pages):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
     ctx.obj = Settings(
         probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
+        buffer_pages=buffer_pages,
         filter=Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
                       peer="4" if ipv4 else "6" if ipv6 else None))
     if ctx.invoked_subcommand is None:
@@ -85,7 +96,8 @@ def trace(settings: Settings) -> None:
         bcc = import_bcc()
         ensure_mounted()
         loader = Loader(bcc, KernelFilter(settings.filter.mapped_only, settings.filter.pid),
-                        tracefs=tracefs_root(), buffer=settings.buffer)
+                        tracefs=tracefs_root(), buffer=settings.buffer,
+                        buffer_pages=settings.buffer_pages)
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -105,7 +117,8 @@ def trace(settings: Settings) -> None:
                    unaccepted_after=settings.unaccepted_after).run(stop)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
             probes.detach()
-            sys.stdout = None
+            # nothing more can reach the reader; keep Python's exit flush quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         finally:
             probes.close()
     finally:

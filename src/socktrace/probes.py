@@ -33,8 +33,8 @@ class Mode(str, enum.Enum):
 
 AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 
-RINGBUF_PAGES = 1024     # 4 MiB: ~43,000 events of 96 bytes
-PERFBUF_PAGES = 256      # per CPU
+RINGBUF_PAGES = 1024     # 4 MiB: ~40,000 events
+PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # connections between handshake and accept()
 
 
@@ -56,6 +56,7 @@ class Probes:
     mode: Mode
     ringbuf: bool
     offsets_from: str                     # "BTF" or "kernel headers"
+    buffer_pages: int = RINGBUF_PAGES
     skipped: list[tuple[Mode, str]] = field(default_factory=list)
 
     def detach(self) -> None:
@@ -148,7 +149,7 @@ class Loader:
     def __init__(self, bcc, kfilter: KernelFilter = KernelFilter(),
                  btf_path: str = "/sys/kernel/btf/vmlinux",
                  release: str | None = None, tracefs: str = "/sys/kernel/tracing",
-                 buffer: str = "auto"):
+                 buffer: str = "auto", buffer_pages: int | None = None):
         self.bcc = bcc
         self.kfilter = kfilter
         self.btf_path = btf_path
@@ -157,6 +158,7 @@ class Loader:
         # BPF_MAP_TYPE_RINGBUF arrived in Linux 5.8
         # (https://github.com/torvalds/linux/commit/457f44363a8894135c85b7a9afd2bd8196db24ab)
         self.ringbuf = (kernel_version(self.release) >= (5, 8)) if buffer == "auto" else buffer == "ring"
+        self.buffer_pages = buffer_pages or (RINGBUF_PAGES if self.ringbuf else PERFBUF_PAGES)
         self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-", dir=headers.scratch_dir())
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 
@@ -185,7 +187,7 @@ class Loader:
         d["PENDING_MAX"] = PENDING_MAX
         if self.ringbuf:
             d["USE_RINGBUF"] = 1
-            d["RINGBUF_PAGES"] = RINGBUF_PAGES
+            d["RINGBUF_PAGES"] = self.buffer_pages
         return [f"-D{k}={v}" for k, v in d.items()] + [f"-I{bpf_source_dir()}"]
 
     def load(self, mode: Mode) -> Probes:
@@ -211,7 +213,7 @@ class Loader:
                 bpf = _BPF(src_file=str(src).encode(), cflags=self.cflags(mode))
         except Exception as exc:
             raise ProbeError(_bcc_error(exc)) from None
-        return Probes(bpf, mode, self.ringbuf, self.offsets_from)
+        return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages)
 
     def load_first(self, modes: tuple[Mode, ...]) -> Probes:
         """Try `modes` in order; the first that loads wins.  The reasons of the

@@ -103,19 +103,40 @@ class Tracer:
 
     # -- main loop --------------------------------------------------------
     def _open_buffer(self) -> Callable[[int], None]:
+        """Open the event buffer; return poll(timeout_ms).
+
+        bcc calls back through ctypes, which prints and swallows exceptions:
+        the callbacks keep the first one and poll() raises it."""
         b = self.probes.bpf
+        failed: list[BaseException] = []
+
+        def guarded(data, size):
+            if failed:
+                return
+            try:
+                self._on_event(ctypes.string_at(data, size))
+            except BaseException as exc:  # re-raised by poll()
+                failed.append(exc)
+
+        def checked(poll):
+            def run(ms):
+                poll(ms)
+                if failed:
+                    raise failed[0]
+            return run
+
         if self.probes.ringbuf:
             def on_ring(ctx, data, size):
-                self._on_event(ctypes.string_at(data, size))
+                guarded(data, size)
                 return 0
             b["events"].open_ring_buffer(on_ring)
-            return lambda ms: b.ring_buffer_poll(ms)
+            return checked(b.ring_buffer_poll)
 
         def on_perf(cpu, data, size):
-            self._on_event(ctypes.string_at(data, size))
-        b["events"].open_perf_buffer(on_perf, page_cnt=256,
+            guarded(data, size)
+        b["events"].open_perf_buffer(on_perf, page_cnt=self.probes.buffer_pages,
                                      lost_cb=self._on_perf_lost)
-        return lambda ms: b.perf_buffer_poll(ms)
+        return checked(b.perf_buffer_poll)
 
     def run(self, stop: threading.Event) -> None:
         poll = self._open_buffer()

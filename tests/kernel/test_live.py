@@ -261,3 +261,54 @@ def test_table_marks_mapped_rows_and_escapes_names(peer):
     assert "\x1b" not in "".join(rows) + out + err
     assert "socktrace: tracing with probe mode tracepoint" in err
     assert re.search(r"socktrace: \d+ events .*, [1-9]\d* IPv4 over AF_INET6 \(MAPPED\), 0 lost", err)
+
+
+def test_lost_events_are_counted_and_reported(socktrace, peer):
+    """A 1-page ring buffer and a consumer stopped during a burst: the
+    kernel must count what it could not submit, and socktrace report it."""
+    st = socktrace("--probe", "tracepoint", "--buffer-pages", "1")
+    server = peer("serve", "6", "0", "500")
+    port = server.read()["port"]
+    os.kill(st.proc.pid, signal.SIGSTOP)
+    try:
+        client = peer("burst", str(port), "500")
+        assert client.read() == {"done": 500}
+        assert server.read() == {"done": True}
+    finally:
+        os.kill(st.proc.pid, signal.SIGCONT)
+    lost = st.wait_for(lambda r: r["type"] == "lost")[-1]["lost"]
+    assert st.stop() == 0
+    recs = st.records
+    seen = len([r for r in recs if port in (r.get("lport"), r.get("rport"))])
+    assert lost > 0 and seen < 1000
+    assert seen + recs[-1]["lost"] >= 1000      # every event either reported or counted
+    assert recs[-1]["type"] == "summary" and recs[-1]["lost"] >= lost
+
+
+def test_mounts_tracefs_when_missing(tmp_path):
+    """In a mount namespace without tracefs and debugfs, socktrace mounts
+    them itself."""
+    out = tmp_path / "out"
+    script = ("umount -R /sys/kernel/debug 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; "
+              "mountpoint -q /sys/kernel/tracing && exit 3; "
+              f"{SOCKTRACE} --json --probe tracepoint > {out} & pid=$!; "
+              f"for i in $(seq 300); do grep -q ready {out} && break; sleep 0.1; done; "
+              "kill -INT $pid; wait $pid")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text().splitlines()[0])["type"] == "ready"
+
+
+def test_reader_gone_is_a_quiet_exit():
+    """`socktrace --json | head -2`: no traceback when the pipe closes."""
+    proc = subprocess.Popen([SOCKTRACE, "--json", "--probe", "tracepoint"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["type"] == "ready"
+    proc.stdout.close()
+    ls = listener(v6only=0)
+    for _ in range(50):  # enough output to hit the closed pipe
+        socket.create_connection(("127.0.0.1", ls.getsockname()[1])).close()
+        ls.accept()[0].close()
+    assert proc.wait(timeout=30) == 0
+    assert proc.stderr.read() == b""

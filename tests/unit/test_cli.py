@@ -34,3 +34,8 @@ def test_not_root_is_one_line(monkeypatch):
     r = run("--json")
     assert r.exit_code == 1
     assert r.output == "Error: socktrace needs root to load BPF programs: run it with sudo\n"
+
+
+def test_buffer_pages_power_of_two():
+    r = run("--buffer-pages", "3")
+    assert r.exit_code == 2 and "3 is not a power of 2" in r.output

@@ -16,6 +16,7 @@
 #ifdef SOCKTRACE_KERNEL_HEADERS
 #include <net/sock.h>
 #include <linux/fdtable.h>
+#include <linux/mm_types.h>
 #include <linux/sched.h>
 #define OFF_SKC_FAMILY      offsetof(struct sock_common, skc_family)
 #define OFF_SKC_NUM         offsetof(struct sock_common, skc_num)
@@ -45,8 +46,12 @@
 #define OFF_MM_ARG_END      offsetof(struct mm_struct, arg_end)
 #endif
 
+#include "socktrace.h"
+
+#ifndef AF_INET  /* from the kernel headers, if any */
 #define AF_INET  2
 #define AF_INET6 10
+#endif
 
 static __always_inline u64 read_u64(const void *base, u32 off)
 {
@@ -69,14 +74,14 @@ static __always_inline u16 read_u16(const void *base, u32 off)
 	return v;
 }
 
-static __always_inline u8 sk_ipv6only(const void *sk)
+static __always_inline u8 sock_ipv6only(const void *sk)
 {
 	u8 byte = 0;
 	bpf_probe_read_kernel(&byte, 1, (const char *)sk + OFF_SKC_IPV6ONLY_BYTE);
 	return (byte >> SKC_IPV6ONLY_SHIFT) & 1;
 }
 
-static __always_inline u16 sk_family(const void *sk)
+static __always_inline u16 sock_family(const void *sk)
 {
 	return read_u16(sk, OFF_SKC_FAMILY);
 }
@@ -87,7 +92,7 @@ static __always_inline void read_sock(struct event *e, const void *sk)
 	void *net;
 
 	e->sk = (u64)sk;
-	e->family = sk_family(sk);
+	e->family = sock_family(sk);
 	e->sport = read_u16(sk, OFF_SKC_NUM);          /* host order already */
 	e->dport = __builtin_bswap16(read_u16(sk, OFF_SKC_DPORT));
 	if (e->family == AF_INET6) {

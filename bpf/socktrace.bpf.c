@@ -21,14 +21,19 @@
  *    connect(), so no tcp_v4_connect probe exists to share state with
  *    tcp_v6_connect (a mapped connect runs one inside the other).
  */
+#include "kernel_read.h"   /* kernel headers, where used, come first */
 #include "socktrace.h"
-#include "kernel_read.h"
 
+#ifndef IPPROTO_TCP
 #define IPPROTO_TCP 6
+#endif
+#ifndef EINPROGRESS
 #define EINPROGRESS 115
-#define TCP_ESTABLISHED 1
-#define TCP_SYN_SENT 2
-#define TCP_SYN_RECV 3
+#endif
+/* include/net/tcp_states.h, an enum there */
+#define STATE_ESTABLISHED 1
+#define STATE_SYN_SENT 2
+#define STATE_SYN_RECV 3
 
 #ifdef USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -78,7 +83,7 @@ static __always_inline void set_task(struct event *e)
 
 static __always_inline bool is_tcp(const void *sk)
 {
-	u16 family = sk_family(sk);
+	u16 family = sock_family(sk);
 
 	return (family == AF_INET || family == AF_INET6) &&
 	       read_u16(sk, OFF_SK_PROTOCOL) == IPPROTO_TCP;
@@ -143,7 +148,7 @@ static __always_inline void report_accept(void *ctx, void *sk, void *listener)
 	e.type = EVENT_ACCEPT;
 	set_task(&e);
 	read_sock(&e, sk);
-	e.v6only = e.family == AF_INET6 ? sk_ipv6only(listener ? listener : sk)
+	e.v6only = e.family == AF_INET6 ? sock_ipv6only(listener ? listener : sk)
 					: V6ONLY_UNKNOWN;
 	report(ctx, &e);
 }
@@ -171,7 +176,7 @@ static __always_inline void track_unaccepted(const void *sk)
 	e.ts_ns = bpf_ktime_get_ns();
 	read_sock(&e, sk);
 	e.uid = read_u32(sk, OFF_SK_UID);  /* copied from the listener */
-	e.v6only = e.family == AF_INET6 ? sk_ipv6only(sk) : V6ONLY_UNKNOWN;
+	e.v6only = e.family == AF_INET6 ? sock_ipv6only(sk) : V6ONLY_UNKNOWN;
 	if (MAPPED_ONLY && !is_mapped(&e))
 		return;
 	if (pending.update(&key, &e))
@@ -185,11 +190,11 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
-	if (args->oldstate == TCP_SYN_RECV && args->newstate == TCP_ESTABLISHED) {
+	if (args->oldstate == STATE_SYN_RECV && args->newstate == STATE_ESTABLISHED) {
 		track_unaccepted(args->skaddr);
 		return 0;
 	}
-	if (args->newstate != TCP_SYN_SENT)
+	if (args->newstate != STATE_SYN_SENT)
 		return 0;
 #ifndef PROBE_TRACEPOINT
 	if (args->family == AF_INET6)

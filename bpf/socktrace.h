@@ -12,7 +12,8 @@
 #ifndef __SOCKTRACE_H
 #define __SOCKTRACE_H
 
-#define TASK_COMM_LEN 16
+/* the kernel's TASK_COMM_LEN, which is an enum in its own headers */
+#define COMM_LEN 16
 
 /* enum event_type: the first byte of every record Python receives */
 #define EVENT_ACCEPT     1  /* accept() returned a new connection        */
@@ -41,7 +42,7 @@ struct event {
 	__u16 dport;        /* peer port */
 	__u8  saddr[16];    /* local address */
 	__u8  daddr[16];    /* peer address */
-	char  comm[TASK_COMM_LEN];
+	char  comm[COMM_LEN];
 };
 
 /* Read from the process's own memory at its first connection, so the

@@ -68,7 +68,7 @@ class RawEvent(ctypes.Structure):
         ("dport", ctypes.c_uint16),
         ("saddr", ctypes.c_uint8 * 16),
         ("daddr", ctypes.c_uint8 * 16),
-        ("comm", ctypes.c_char * _C["TASK_COMM_LEN"]),
+        ("comm", ctypes.c_char * _C["COMM_LEN"]),
     ]
 
 

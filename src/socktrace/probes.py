@@ -162,10 +162,12 @@ class Loader:
         self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-", dir=headers.scratch_dir())
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 
-    def _kernel_layout(self) -> tuple[Path, dict[str, int], str]:
+    def _kernel_layout(self) -> tuple[Path | None, dict[str, int], str]:
+        """(BCC_KERNEL_SOURCE to set or None to leave bcc's default, the -D
+        offsets, where the offsets come from)."""
         real = headers.real_header_tree(self.release)
         if real is not None:
-            return real, {"SOCKTRACE_KERNEL_HEADERS": 1,
+            return None, {"SOCKTRACE_KERNEL_HEADERS": 1,
                           "ACCEPT_NARGS": 2 if kernel_version(self.release) >= (6, 10) else 4}, \
                 "kernel headers"
         try:
@@ -209,7 +211,7 @@ class Loader:
 
         src = bpf_source_dir() / "socktrace.bpf.c"
         try:
-            with _quiet_stderr(), _environ("BCC_KERNEL_SOURCE", str(self.header_tree)):
+            with _quiet_stderr(), _environ("BCC_KERNEL_SOURCE", self.header_tree):
                 bpf = _BPF(src_file=str(src).encode(), cflags=self.cflags(mode))
         except Exception as exc:
             raise ProbeError(_bcc_error(exc)) from None
@@ -237,15 +239,16 @@ class Loader:
 
 
 @contextlib.contextmanager
-def _environ(name: str, value: str):
-    """Set an environment variable for the duration of a bcc call."""
+def _environ(name: str, value: Path | None):
+    """Set an environment variable (unless None) for the duration of a bcc call."""
     old = os.environ.get(name)
-    os.environ[name] = value
+    if value is not None:
+        os.environ[name] = str(value)
     try:
         yield
     finally:
         if old is None:
-            del os.environ[name]
+            os.environ.pop(name, None)
         else:
             os.environ[name] = old
 

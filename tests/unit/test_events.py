@@ -89,7 +89,7 @@ def test_format_addr_mapped_needs_exact_prefix():
 
 def test_parse_defines_reads_the_contract():
     d = parse_defines((bpf_source_dir() / "socktrace.h").read_text())
-    assert d["TASK_COMM_LEN"] == 16
+    assert d["COMM_LEN"] == 16
     assert len({d["EVENT_ACCEPT"], d["EVENT_CONNECT"], d["EVENT_UNACCEPTED"], d["EVENT_EXEC"]}) == 4
 
 

@@ -77,7 +77,11 @@ def test_version_h():
 def test_real_header_tree(tmp_path, monkeypatch):
     monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
     assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) is None
-    (tmp_path / "1.2.3/build/include").mkdir(parents=True)
+    (tmp_path / "1.2.3/build/include/net").mkdir(parents=True)
+    assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) is None  # not a kernel tree
+    (tmp_path / "1.2.3/build/include/net/sock.h").write_text("")
+    assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) == tmp_path / "1.2.3/build"
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path / "synthetic"))   # no struct sock there
     assert headers.real_header_tree("1.2.3", modules=str(tmp_path)) == tmp_path / "1.2.3/build"
 
 

@@ -59,11 +59,18 @@ def _version_h(release: str) -> str:
 
 
 def real_header_tree(release: str | None = None, modules: str = "/lib/modules") -> Path | None:
-    """The kernel's own header tree, when it is installed."""
-    if os.environ.get("BCC_KERNEL_SOURCE"):
-        return Path(os.environ["BCC_KERNEL_SOURCE"])
-    build = Path(modules) / (release or platform.release()) / "build"
-    return build if (build / "include").is_dir() else None
+    """The kernel's own header tree, when it is installed: $BCC_KERNEL_SOURCE
+    or /lib/modules/RELEASE/build, if it has the kernel's struct sock.
+
+    Debian splits a tree in two, build/ (generated, per flavour) and source/
+    (linux-headers-*-common); bcc reads both, so either may hold it."""
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    kdir = Path(modules) / (release or platform.release())
+    candidates = [[Path(env)]] if env else [[kdir / "build", kdir / "source"]]
+    for tree, *others in candidates:
+        if any((d / "include/net/sock.h").is_file() for d in (tree, *others)):
+            return tree
+    return None
 
 
 def scratch_dir() -> str | None:

@@ -163,11 +163,12 @@ class Loader:
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 
     def _kernel_layout(self) -> tuple[Path | None, dict[str, int], str]:
-        """(BCC_KERNEL_SOURCE to set or None to leave bcc's default, the -D
-        offsets, where the offsets come from)."""
+        """(BCC_KERNEL_SOURCE for bcc, None for bcc's default
+        /lib/modules/RELEASE/{build,source}; the -D offsets; their source)."""
         real = headers.real_header_tree(self.release)
         if real is not None:
-            return None, {"SOCKTRACE_KERNEL_HEADERS": 1,
+            env = os.environ.get("BCC_KERNEL_SOURCE")
+            return (real if env and Path(env) == real else None), {"SOCKTRACE_KERNEL_HEADERS": 1,
                           "ACCEPT_NARGS": 2 if kernel_version(self.release) >= (6, 10) else 4}, \
                 "kernel headers"
         try:
@@ -240,9 +241,12 @@ class Loader:
 
 @contextlib.contextmanager
 def _environ(name: str, value: Path | None):
-    """Set an environment variable (unless None) for the duration of a bcc call."""
+    """Set (or with None, unset) an environment variable for the duration
+    of a bcc call."""
     old = os.environ.get(name)
-    if value is not None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
         os.environ[name] = str(value)
     try:
         yield

@@ -66,7 +66,7 @@ def real_header_tree(release: str | None = None, modules: str = "/lib/modules") 
     (linux-headers-*-common); bcc reads both, so either may hold it."""
     env = os.environ.get("BCC_KERNEL_SOURCE")
     kdir = Path(modules) / (release or platform.release())
-    candidates = [[Path(env)]] if env else [[kdir / "build", kdir / "source"]]
+    candidates = ([[Path(env)]] if env else []) + [[kdir / "build", kdir / "source"]]
     for tree, *others in candidates:
         if any((d / "include/net/sock.h").is_file() for d in (tree, *others)):
             return tree

@@ -34,6 +34,7 @@ class Settings:
     unaccepted_after: float
     buffer: str
     buffer_pages: int | None
+    stop: threading.Event  # set by SIGINT/SIGTERM
 
 
 def _port(ctx, param, value):
@@ -80,8 +81,9 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
+    stop = (ctx.obj or {}).get("stop") or threading.Event()
     ctx.obj = Settings(
-        probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
+        stop=stop, probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         buffer_pages=buffer_pages,
         filter=Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
                       peer="4" if ipv4 else "6" if ipv6 else None))
@@ -92,6 +94,10 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
 def trace(settings: Settings) -> None:
     if os.geteuid() != 0:
         raise click.ClickException("socktrace needs root to load BPF programs: run it with sudo")
+    # Ctrl-C and SIGTERM are a normal stop, whenever they come
+    stop = settings.stop
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         bcc = import_bcc()
         ensure_mounted()
@@ -101,16 +107,13 @@ def trace(settings: Settings) -> None:
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     modes = AUTO_ORDER if settings.probe == "auto" else (Mode(settings.probe),)
     try:
         try:
             probes = loader.load_first(modes)
         except ProbeError as exc:
             raise click.ClickException(str(exc)) from None
-        probes.bpf.free_bcc_memory()  # LLVM is no longer needed: ~60 MB
+        probes.bpf.free_bcc_memory()  # LLVM's compile-time memory (~2 MB measured)
         sink = JsonSink(sys.stdout) if settings.json else TableSink(sys.stdout, sys.stderr)
         try:
             Tracer(probes, sink, settings.filter,

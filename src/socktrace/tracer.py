@@ -102,11 +102,11 @@ class Tracer:
         self._perf_lost += count
 
     # -- main loop --------------------------------------------------------
-    def _open_buffer(self) -> Callable[[int], None]:
-        """Open the event buffer; return poll(timeout_ms).
+    def _open_buffer(self) -> tuple[Callable[[int], None], Callable[[], None]]:
+        """Open the event buffer; return poll(timeout_ms) and drain().
 
         bcc calls back through ctypes, which prints and swallows exceptions:
-        the callbacks keep the first one and poll() raises it."""
+        the callbacks keep the first one and poll()/drain() raise it."""
         b = self.probes.bpf
         failed: list[BaseException] = []
 
@@ -118,9 +118,9 @@ class Tracer:
             except BaseException as exc:  # re-raised by poll()
                 failed.append(exc)
 
-        def checked(poll):
-            def run(ms):
-                poll(ms)
+        def checked(read):
+            def run(*args):
+                read(*args)
                 if failed:
                     raise failed[0]
             return run
@@ -130,16 +130,16 @@ class Tracer:
                 guarded(data, size)
                 return 0
             b["events"].open_ring_buffer(on_ring)
-            return checked(b.ring_buffer_poll)
+            return checked(b.ring_buffer_poll), checked(b.ring_buffer_consume)
 
         def on_perf(cpu, data, size):
             guarded(data, size)
         b["events"].open_perf_buffer(on_perf, page_cnt=self.probes.buffer_pages,
                                      lost_cb=self._on_perf_lost)
-        return checked(b.perf_buffer_poll)
+        return checked(b.perf_buffer_poll), checked(b.perf_buffer_consume)
 
     def run(self, stop: threading.Event) -> None:
-        poll = self._open_buffer()
+        poll, drain = self._open_buffer()
         p = self.probes
         self.sink.ready(ready_record(
             p.mode.value, [(m.value, r) for m, r in p.skipped], p.offsets_from,
@@ -152,12 +152,12 @@ class Tracer:
                 self.sweep_unaccepted()
                 self.check_lost()
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-        self.finish(poll)
+        self.finish(drain)
 
-    def finish(self, poll: Callable[[int], None]) -> None:
+    def finish(self, drain: Callable[[], None]) -> None:
         """Detach, drain what is buffered, report the rest, summarize."""
         self.probes.detach()
-        poll(0)
+        drain()
         self.sweep_unaccepted(everything=True)
         self.check_lost()
         self.sink.summary(summary_record(sum(self.counts.values()), self.mapped, self.lost,

@@ -312,3 +312,14 @@ def test_reader_gone_is_a_quiet_exit():
         ls.accept()[0].close()
     assert proc.wait(timeout=30) == 0
     assert proc.stderr.read() == b""
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.4])  # during the imports, during the compile
+def test_ctrl_c_while_starting_is_a_normal_stop(delay):
+    proc = subprocess.Popen([SOCKTRACE, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "")
+    assert json.loads(out.splitlines()[-1])["type"] == "summary"

@@ -9,8 +9,8 @@ ARGS        ?=
 # python3-bpfcc: bcc's Python module and libbcc; libbpf1: BTF parsing;
 # linux-libc-dev: the userspace kernel headers bcc compiles against when the
 # kernel's own headers are absent; bpftool: the tests check that no BPF
-# program is left behind; iproute2: ss, for the tests' cross-checks.
-APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool iproute2
+# program is left behind, and cross-check BTF offsets with it.
+APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
 .PHONY: setup system run test unit install uninstall clean

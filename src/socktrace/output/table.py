@@ -76,7 +76,8 @@ class TableSink:
     def summary(self, rec: dict[str, Any]) -> None:
         self.flush()
         counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
-        self.err.write(f"socktrace: {rec['events']} events ({counts or 'none'}), "
+        n = rec["events"]
+        self.err.write(f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
                        f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost\n")
         self.err.flush()
 

@@ -5,6 +5,7 @@ Errors become one-line ClickExceptions here, at the edge, and nowhere else.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -19,7 +20,11 @@ from .filters import Filter
 from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
+from .output.report_text import format_report
+from .output.logfile import LogFileError, LogWriter
 from .output.table import TableSink
+from .output.tee import Tee
+from .report import BadLine, read_log, summarize, to_json
 from .probes import AUTO_ORDER, PERFBUF_PAGES, RINGBUF_PAGES, KernelFilter, Loader, Mode, ProbeError
 from .tracer import Tracer
 
@@ -35,6 +40,32 @@ class Settings:
     buffer: str
     buffer_pages: int | None
     stop: threading.Event  # set by SIGINT/SIGTERM
+    output: str | None = None
+    rotate_size: int | None = None
+    rotate_keep: int = 5
+    rotate_gzip: bool = False
+    fsync: str = "interval"
+    quiet: bool = False
+    duration: float | None = None
+
+
+class Size(click.ParamType):
+    """A size with an optional K/M/G suffix (powers of 1024): "64K" -> 65536."""
+    name = "SIZE"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in "KMG" else ""
+        try:
+            n = int(text[:len(text) - len(unit)]) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 64K, 100M or 1G", param, ctx)
+        if n < 4096:
+            self.fail(f"{value!r} is too small: at least 4K", param, ctx)
+        return n
 
 
 def _port(ctx, param, value):
@@ -74,17 +105,35 @@ def _pid(ctx, param, value):
 @click.option("--buffer-pages", type=int, callback=_pages,
               help=f"Size of the event buffer in 4 KiB pages, a power of 2 "
                    f"[default: {RINGBUF_PAGES} for the ring buffer, {PERFBUF_PAGES} per CPU for the perf buffer].")
+@click.option("-o", "--output", metavar="PATH",
+              help="Append JSON Lines to PATH (created 0600) while the terminal shows the table.")
+@click.option("--rotate-size", type=Size(), help="Rotate the log when it would pass SIZE (64K, 100M, 1G).")
+@click.option("--rotate-keep", type=click.IntRange(1, 999), default=5, show_default=True,
+              help="Rotated logs to keep: PATH.1 (newest) .. PATH.N.")
+@click.option("--rotate-gzip", is_flag=True, help="Compress rotated logs (PATH.1.gz).")
+@click.option("--fsync", type=click.Choice(["interval", "always"]), default="interval", show_default=True,
+              help="fsync the log once a second, or after every batch of records.")
+@click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop after this long, as SIGTERM would.")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer, buffer_pages):
+def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer,
+         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, quiet, duration):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
+    if quiet and not output:
+        raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
+    if (rotate_size or rotate_gzip) and not output:
+        raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
     stop = (ctx.obj or {}).get("stop") or threading.Event()
     ctx.obj = Settings(
         stop=stop, probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
-        buffer_pages=buffer_pages,
+        buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
+        rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
+        duration=duration,
         filter=Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
                       peer="4" if ipv4 else "6" if ipv6 else None))
     if ctx.invoked_subcommand is None:
@@ -98,6 +147,15 @@ def trace(settings: Settings) -> None:
     stop = settings.stop
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    reopen = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reopen.set())
+    try:
+        # the log file first: a path that cannot be written fails before
+        # anything is loaded into the kernel
+        log = LogWriter(settings.output, settings.rotate_size, settings.rotate_keep,
+                        settings.rotate_gzip, settings.fsync) if settings.output else None
+    except LogFileError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         bcc = import_bcc()
         ensure_mounted()
@@ -105,7 +163,13 @@ def trace(settings: Settings) -> None:
                         tracefs=tracefs_root(), buffer=settings.buffer,
                         buffer_pages=settings.buffer_pages)
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
+        if log:
+            log.close()
         raise click.ClickException(str(exc)) from None
+    if settings.duration:
+        timer = threading.Timer(settings.duration, stop.set)
+        timer.daemon = True
+        timer.start()
 
     modes = AUTO_ORDER if settings.probe == "auto" else (Mode(settings.probe),)
     try:
@@ -114,10 +178,14 @@ def trace(settings: Settings) -> None:
         except ProbeError as exc:
             raise click.ClickException(str(exc)) from None
         probes.bpf.free_bcc_memory()  # LLVM's compile-time memory (~2 MB measured)
-        sink = JsonSink(sys.stdout) if settings.json else TableSink(sys.stdout, sys.stderr)
+        sinks = [] if settings.quiet else [
+            JsonSink(sys.stdout) if settings.json else TableSink(sys.stdout, sys.stderr)]
+        if log:
+            sinks.append(JsonSink(log))
+        sink = Tee(*sinks)
         try:
             Tracer(probes, sink, settings.filter,
-                   unaccepted_after=settings.unaccepted_after).run(stop)
+                   unaccepted_after=settings.unaccepted_after).run(stop, reopen)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
             probes.detach()
             # nothing more can reach the reader; keep Python's exit flush quiet
@@ -126,3 +194,33 @@ def trace(settings: Settings) -> None:
             probes.close()
     finally:
         loader.close()
+        if log:
+            log.close()
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many processes and peers to list.")
+def report(files, as_json, top):
+    """Summarize log files written with -o (a rotated set, .gz included):
+    which processes serve IPv4 through dual-stack sockets, and the fix.
+
+    Lines that are not valid records are named on stderr (FILE:LINE) and
+    skipped; the exit status is then 1."""
+    bad: list[BadLine] = []
+    try:
+        r = summarize(read_log(files, bad))
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
+    except EOFError as exc:  # a gzip file cut short
+        raise click.ClickException(f"a compressed log is truncated: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(to_json(r, bad, top), indent=2))
+    else:
+        click.echo(format_report(r, bad, top), nl=False)
+    for b in bad:
+        click.echo(f"socktrace report: {b} (skipped)", err=True)
+    if bad:
+        sys.exit(1)

@@ -138,7 +138,9 @@ class Tracer:
                                      lost_cb=self._on_perf_lost)
         return checked(b.perf_buffer_poll), checked(b.perf_buffer_consume)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> None:
+        """Trace until `stop` is set; reopen the outputs' files when
+        `reopen` is set (SIGHUP)."""
         poll, drain = self._open_buffer()
         p = self.probes
         self.sink.ready(ready_record(
@@ -148,6 +150,9 @@ class Tracer:
         while not stop.is_set():
             poll(POLL_MS)
             self.sink.flush()
+            if reopen is not None and reopen.is_set():
+                reopen.clear()
+                self.sink.reopen()
             if time.monotonic() >= next_housekeeping:
                 self.sweep_unaccepted()
                 self.check_lost()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, TextIO
 
 
@@ -12,8 +13,18 @@ def dumps(rec: dict[str, Any]) -> str:
 
 
 class JsonSink:
+    """JSON Lines to a text stream: stdout, or a LogWriter."""
+
     def __init__(self, out: TextIO):
         self.out = out
+
+    def reopen(self) -> None:
+        if hasattr(self.out, "reopen"):
+            self.out.reopen()
+
+    def close(self) -> None:
+        if hasattr(self.out, "close") and self.out not in (sys.stdout, sys.stderr):
+            self.out.close()
 
     def ready(self, rec: dict[str, Any]) -> None:
         self._write(rec)

@@ -1,0 +1,79 @@
+"""`socktrace report` as text for a person."""
+
+from __future__ import annotations
+
+from ..report import BadLine, Report
+from .escape import escape
+
+PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
+                  "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
+
+
+def _t(iso: str) -> str:
+    return iso.replace("T", " ")[:19] if iso else "-"
+
+
+def _who(pid, comm) -> str:
+    return f"pid {pid if pid is not None else '?'} {escape(comm or '?')}"
+
+
+def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
+    out: list[str] = []
+    add = out.append
+    add(f"socktrace report: {r.records} connections, {_t(r.first)} .. {_t(r.last)} UTC")
+    if r.records:
+        add("  " + ", ".join(f"{n} {PROTOCOL_NAMES[p]}" for p, n in r.by_protocol.most_common()))
+    if r.lost:
+        add(f"  WARNING: the kernel could not submit {r.lost} events (buffer full)")
+    if r.unwritten:
+        add(f"  WARNING: {r.unwritten} records could not be written (disk full)")
+    if bad:
+        add(f"  WARNING: {len(bad)} lines skipped (see stderr)")
+
+    add("")
+    if r.listeners:
+        add("Dual-stack listeners: AF_INET6 sockets serving IPv4 peers through mapped addresses")
+        add("(::ffff:a.b.c.d); netstat and ss list these IPv4 connections as tcp6.")
+        for l in sorted(r.listeners.values(), key=lambda l: -l.mapped):
+            v6only = "/".join(str(int(v)) for v in sorted(l.v6only)) or "?"
+            add(f"  {_who(l.pid, l.comm)}, port {l.port}: {l.mapped} IPv4 (MAPPED), {l.ipv6} IPv6; "
+                f"IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
+            if l.cmdline:
+                add(f"    command: {escape(l.cmdline)}")
+            for fix in l.fixes:
+                add(f"    fix: {fix}")
+    else:
+        add("No dual-stack listener served IPv4 peers through mapped addresses.")
+
+    if r.mapped_clients:
+        add("")
+        add("Clients connecting to IPv4 peers from AF_INET6 sockets (::ffff: destinations):")
+        for c in r.mapped_clients.values():
+            add(f"  {_who(c.pid, c.comm)}: {c.by_type['connect']} connects; {_t(c.first)} .. {_t(c.last)}")
+            if c.cmdline:
+                add(f"    command: {escape(c.cmdline)}")
+            add("    fix: connect IPv4 destinations with an AF_INET socket "
+                "(getaddrinfo with AF_UNSPEC returns them as AF_INET)")
+
+    add("")
+    procs = sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))
+    add(f"Processes ({len(procs)}, busiest first):")
+    add(f"  {'PID':>7} {'COMM':<16} {'ACCEPT':>7} {'CONNECT':>7} {'UNACC':>6} {'MAPPED':>7} "
+        f"{'IPV4':>6} {'IPV6':>6}  FIRST .. LAST")
+    for p in procs[:top]:
+        add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
+            f"{p.by_type['accept']:>7} {p.by_type['connect']:>7} {p.by_type['unaccepted']:>6} "
+            f"{p.by_protocol['mapped']:>7} {p.by_protocol['ipv4']:>6} {p.by_protocol['ipv6']:>6}  "
+            f"{_t(p.first)} .. {_t(p.last)}")
+        if p.cmdline:
+            add(f"          {escape(p.cmdline)}")
+
+    if len(procs) > top:
+        add(f"  ... {len(procs) - top} more (--top)")
+
+    if r.peers:
+        add("")
+        add("Top peers:")
+        for (addr, proto), n in r.peers.most_common(top):
+            add(f"  {n:>7}  {addr}  {PROTOCOL_NAMES[proto]}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,190 @@
+"""`socktrace report`: the answer from a log, after the incident.
+
+Reading (files, gzip, bad lines) is kept apart from summarizing (a pure
+function of records) and from formatting (text or JSON).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+CONNECTION_TYPES = ("accept", "connect", "unaccepted")
+REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
+
+
+@dataclass(frozen=True)
+class BadLine:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any]]:
+    """Records from log files (plain or .gz), in order; every line that is
+    not a valid record is appended to `bad` and skipped."""
+    for path in paths:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                reason = None
+                try:
+                    rec = json.loads(raw)
+                except (ValueError, UnicodeDecodeError):
+                    reason = "truncated line" if not raw.endswith(b"\n") else "not valid JSON"
+                else:
+                    if not isinstance(rec, dict) or "type" not in rec:
+                        reason = "not a socktrace record"
+                    elif rec["type"] in CONNECTION_TYPES and any(k not in rec for k in REQUIRED):
+                        missing = ", ".join(k for k in REQUIRED if k not in rec)
+                        reason = f"{rec['type']} record without {missing}"
+                if reason:
+                    bad.append(BadLine(path, n, reason))
+                else:
+                    yield rec
+
+
+def protocol(rec: dict[str, Any]) -> str:
+    """ipv4 (AF_INET), mapped (IPv4 over AF_INET6) or ipv6."""
+    if rec["sock_family"] == "AF_INET":
+        return "ipv4"
+    return "mapped" if rec["mapped"] else "ipv6"
+
+
+@dataclass
+class Process:
+    pid: int | None
+    comm: str | None
+    cmdline: str | None
+    by_type: Counter = field(default_factory=Counter)
+    by_protocol: Counter = field(default_factory=Counter)
+    first: str = ""
+    last: str = ""
+
+
+@dataclass
+class Listener:
+    pid: int | None
+    comm: str | None
+    cmdline: str | None
+    port: int
+    mapped: int = 0           # IPv4 connections through the AF_INET6 socket
+    ipv6: int = 0             # native IPv6 connections on the same port
+    v6only: set = field(default_factory=set)
+    first: str = ""
+    last: str = ""
+
+    @property
+    def fixes(self) -> list[str]:
+        return fixes_for(self.comm, self.cmdline, self.port)
+
+
+@dataclass
+class Report:
+    records: int = 0
+    processes: dict = field(default_factory=dict)
+    listeners: dict = field(default_factory=dict)
+    mapped_clients: dict = field(default_factory=dict)   # processes connecting via ::ffff:
+    peers: Counter = field(default_factory=Counter)
+    by_protocol: Counter = field(default_factory=Counter)
+    lost: int = 0
+    unwritten: int = 0
+    first: str = ""
+    last: str = ""
+
+
+def _seen(obj, time: str) -> None:
+    if not obj.first or time < obj.first:
+        obj.first = time
+    if time > obj.last:
+        obj.last = time
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> Report:
+    r = Report()
+    for rec in records:
+        kind = rec["type"]
+        if kind == "summary":
+            r.lost += rec.get("lost", 0)
+        elif kind == "unwritten":
+            r.unwritten += rec.get("records", 0)
+        if kind not in CONNECTION_TYPES:
+            continue
+        r.records += 1
+        proto = protocol(rec)
+        who = (rec["pid"], rec["comm"], rec.get("cmdline"))
+        p = r.processes.setdefault(who, Process(*who))
+        p.by_type[kind] += 1
+        p.by_protocol[proto] += 1
+        r.by_protocol[proto] += 1
+        _seen(p, rec["time"])
+        _seen(r, rec["time"])
+        r.peers[(rec["raddr"], proto)] += 1
+        if kind in ("accept", "unaccepted") and rec["sock_family"] == "AF_INET6":
+            key = who + (rec["lport"],)
+            lst = r.listeners.setdefault(key, Listener(*key))
+            if rec["mapped"]:
+                lst.mapped += 1
+            else:
+                lst.ipv6 += 1
+            if rec.get("v6only") is not None:
+                lst.v6only.add(rec["v6only"])
+            _seen(lst, rec["time"])
+        elif kind == "connect" and rec["mapped"]:
+            c = r.mapped_clients.setdefault(who, Process(*who))
+            c.by_type[kind] += 1
+            _seen(c, rec["time"])
+    # a listener matters here when it serves IPv4 through mapping
+    r.listeners = {k: v for k, v in r.listeners.items() if v.mapped}
+    return r
+
+
+def is_java(comm: str | None, cmdline: str | None) -> bool:
+    return comm == "java" or (cmdline or "").split(" ", 1)[0].endswith("java")
+
+
+def fixes_for(comm: str | None, cmdline: str | None, port: int) -> list[str]:
+    """The changes that make a dual-stack listener's IPv4 connections plain tcp."""
+    fixes = []
+    if is_java(comm, cmdline):
+        fixes.append("start the JVM with -Djava.net.preferIPv4Stack=true "
+                     "(it then opens AF_INET sockets only; no IPv6)")
+    if comm == "nginx":
+        fixes.append(f"in nginx: 'listen {port};' plus 'listen [::]:{port} ipv6only=on;'")
+    fixes += [
+        f"set IPV6_V6ONLY=1 on the listener of port {port} and listen on a separate "
+        "AF_INET socket for IPv4",
+        "or, if it need not serve IPv6, bind it to 0.0.0.0 (an AF_INET socket)",
+        "net.ipv6.bindv6only=1 (sysctl) makes IPV6_V6ONLY the default for sockets "
+        "created afterwards: restart the service; programs that set the option keep their choice",
+    ]
+    return fixes
+
+
+def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
+    return {
+        "records": r.records, "first": r.first or None, "last": r.last or None,
+        "by_protocol": dict(r.by_protocol), "lost": r.lost, "unwritten": r.unwritten,
+        "processes": [
+            {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "by_type": dict(p.by_type),
+             "by_protocol": dict(p.by_protocol), "first": p.first, "last": p.last}
+            for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
+        "dual_stack_listeners": [
+            {"pid": l.pid, "comm": l.comm, "cmdline": l.cmdline, "port": l.port,
+             "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
+             "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
+             "first": l.first, "last": l.last, "fixes": l.fixes}
+            for l in sorted(r.listeners.values(), key=lambda l: -l.mapped)],
+        "mapped_clients": [
+            {"pid": c.pid, "comm": c.comm, "cmdline": c.cmdline, "connects": c.by_type["connect"],
+             "first": c.first, "last": c.last} for c in r.mapped_clients.values()],
+        "top_peers": [{"addr": a, "protocol": p, "connections": n}
+                      for (a, p), n in r.peers.most_common(top)],
+        "bad_lines": [str(b) for b in bad],
+    }

@@ -3,7 +3,8 @@
   serve FAMILY V6ONLY N     listen, print {"port"}, accept N, print each peer
   block-accept              listen, print {"port"}, block in accept(), print peer
   listen-only               listen, print {"port"}, never accept
-  burst PORT N              N short-lived IPv4 connections to PORT
+  burst PORT N              N short-lived IPv4 connections to PORT; prints
+                            {"done": N} and then {"ports": [its local ports]}
   connect-exec PORT         connect, then exec itself to connect again
   evil-connect PORT         rename itself with terminal escapes, connect
 """
@@ -50,9 +51,13 @@ def main(role, *args):
         sys.stdin.read()
     elif role == "burst":
         port, n = int(args[0]), int(args[1])
+        ports = []
         for _ in range(n):
-            socket.create_connection(("127.0.0.1", port)).close()
+            c = socket.create_connection(("127.0.0.1", port))
+            ports.append(c.getsockname()[1])
+            c.close()
         say(done=n)
+        say(ports=ports)
         sys.stdin.read()
     elif role == "connect-exec":
         port = int(args[0])

@@ -1,0 +1,238 @@
+"""Logging to a file during an incident, with real traffic on this kernel."""
+
+import gzip
+import json
+import os
+from collections import Counter
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import SOCKTRACE, Socktrace
+
+
+def read_lines(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return f.read().split(b"\n")
+
+
+def log_records(directory, name="log"):
+    """All records of a rotated set, every line checked to be valid JSON."""
+    records = []
+    for f in sorted(directory.iterdir()):
+        if not f.name.startswith(name):
+            continue
+        lines = read_lines(f)
+        assert lines[-1] == b"", f"{f} does not end with a whole line"
+        records += [json.loads(line) for line in lines[:-1]]
+    return records
+
+
+def start(*args):
+    proc = subprocess.Popen([SOCKTRACE, "--probe", "tracepoint", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc
+
+
+def wait_ready(path, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and b'"type":"ready"' in path.read_bytes()):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_5000_connections_while_rotating(tmp_path, peer):
+    log = tmp_path / "log"
+    proc = start("-q", "-o", str(log), "--rotate-size", "64K", "--rotate-keep", "999", "--rotate-gzip")
+    wait_ready(log, proc)
+    server = peer("serve", "6", "0", "5000")
+    port = server.read()["port"]
+    client = peer("burst", str(port), "5000")
+    assert client.read() == {"done": 5000}
+    ports = Counter(client.read()["ports"])  # loopback reuses ports (tcp_tw_reuse=2)
+    assert server.read() == {"done": True}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert proc.stdout.read() == "" and proc.stderr.read() == ""
+    files = list(tmp_path.iterdir())
+    assert len(files) > 20 and all(f.name == "log" or f.name.endswith(".gz") for f in files)
+    records = log_records(tmp_path)
+    accepts = [r for r in records if r["type"] == "accept" and r["lport"] == port]
+    assert len(accepts) == 5000 and Counter(r["rport"] for r in accepts) == ports
+    assert {r["pid"] for r in accepts} == {server.pid}
+    assert json.loads(read_lines(log)[-2])["type"] == "summary"
+
+
+def test_sigterm_under_load_leaves_summary_last(tmp_path, peer):
+    log = tmp_path / "log"
+    proc = start("-q", "-o", str(log))
+    wait_ready(log, proc)
+    server = peer("serve", "6", "0", "20000")
+    port = server.read()["port"]
+    peer("burst", str(port), "20000")
+    time.sleep(1.5)                       # mid-load
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    records = log_records(tmp_path)
+    summary = records[-1]
+    assert summary["type"] == "summary"
+    connections = [r for r in records if r["type"] in ("accept", "connect", "unaccepted")]
+    assert 0 < len(connections) == summary["events"]
+    assert summary["lost"] == 0
+
+
+def test_kill_9_leaves_at_most_the_last_line_partial(tmp_path, peer):
+    log = tmp_path / "log"
+    proc = start("-q", "-o", str(log))
+    wait_ready(log, proc)
+    server = peer("serve", "6", "0", "20000")
+    peer("burst", str(server.read()["port"]), "20000")
+    time.sleep(1.5)
+    proc.kill()
+    proc.wait()
+    lines = read_lines(log)
+    assert len(lines) > 100
+    for line in lines[:-1]:
+        json.loads(line)
+
+
+def test_disk_full_keeps_tracing_and_counts(tmp_path, peer):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    st = None
+    try:
+        log = mnt / "log"
+        st = Socktrace("--probe", "tracepoint", "-o", str(log))   # and JSON on stdout
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:      # fill the file system
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        server = peer("serve", "6", "0", "300")
+        port = server.read()["port"]
+
+        def ours(r):
+            return port in (r.get("lport"), r.get("rport"))
+        assert peer("burst", str(port), "200").read() == {"done": 200}
+        st.wait_for(ours, count=400)
+        time.sleep(0.5)                    # the tracer has tried to write them
+        filler.unlink()                    # space returns
+        assert peer("burst", str(port), "100").read() == {"done": 100}
+        st.wait_for(ours, count=600)
+        assert st.stop(signal.SIGTERM) == 0
+        assert st.stderr.count("disk full") == 1
+        logged = log_records(mnt)
+        # one note per stretch of full disk (freed fragments can let a note
+        # through before the disk fills again)
+        unwritten = sum(r["records"] for r in logged if r["type"] == "unwritten")
+        in_file = [r for r in logged if ours(r)]
+        # every record is in the file or counted as unwritten (which also
+        # counts records of other traffic that happened meanwhile)
+        assert unwritten > 0 and len(in_file) + unwritten >= 600
+        assert 200 <= len(in_file) < 600
+        assert logged[-1]["type"] == "summary"
+    finally:
+        if st and st.proc.poll() is None:
+            st.proc.kill()
+            st.proc.wait()
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("symlink", "is a symbolic link: refusing to follow it"),
+    ("foreign", "is owned by uid 65534, not by uid 0: refusing to write to it"),
+    ("missing-dir", "No such file or directory"),
+])
+def test_unsafe_or_unwritable_log_is_refused_before_tracing(tmp_path, setup, message):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    log = tmp_path / "log"
+    if setup == "symlink":
+        log.symlink_to(target)
+    elif setup == "foreign":
+        log = target
+        os.chown(log, 65534, 65534)
+    else:
+        log = tmp_path / "missing" / "log"
+    t = time.monotonic()
+    r = subprocess.run([SOCKTRACE, "-o", str(log)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and message in r.stderr
+    assert time.monotonic() - t < 0.5 * 60       # and no BPF compile happened:
+    assert "tracing with probe mode" not in r.stderr
+    assert target.read_text() == "keep me\n"
+
+
+def test_sighup_reopens_for_logrotate(tmp_path):
+    log = tmp_path / "log"
+    proc = start("-q", "-o", str(log))
+    wait_ready(log, proc)
+    ls = socket.socket(socket.AF_INET6)
+    ls.bind(("::", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+
+    def connect():
+        c = socket.create_connection(("127.0.0.1", port))
+        ls.accept()
+        return c.getsockname()[1]
+
+    before = connect()
+    time.sleep(0.5)
+    os.rename(log, tmp_path / "log.1")     # logrotate `create`: move, then HUP
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    after = connect()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    old = [json.loads(l) for l in read_lines(tmp_path / "log.1")[:-1]]
+    new = [json.loads(l) for l in read_lines(log)[:-1]]
+    assert any(r.get("lport") == before for r in old)
+    assert any(r.get("lport") == after for r in new) and new[-1]["type"] == "summary"
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_duration_stops_cleanly(tmp_path):
+    t = time.monotonic()
+    r = subprocess.run([SOCKTRACE, "--probe", "tracepoint", "--json", "--duration", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    assert json.loads(r.stdout.splitlines()[-1])["type"] == "summary"
+    assert time.monotonic() - t < 30
+
+
+def test_report_on_a_real_log(tmp_path, peer):
+    log = tmp_path / "log"
+    proc = start("-q", "-o", str(log))
+    wait_ready(log, proc)
+    server = peer("serve", "6", "0", "30")
+    port = server.read()["port"]
+    peer("burst", str(port), "30").read()
+    server.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    r = subprocess.run([SOCKTRACE, "report", str(log)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"pid {server.pid} python3, port {port}: 30 IPv4 (MAPPED), 0 IPv6; IPV6_V6ONLY=0" in r.stdout
+    assert "fix: set IPV6_V6ONLY=1" in r.stdout
+    j = json.loads(subprocess.run([SOCKTRACE, "report", "--json", str(log)],
+                                  capture_output=True, text=True).stdout)
+    assert j["dual_stack_listeners"][0]["ipv4_mapped"] == 30
+    # the same log cut in the middle of a line, as kill -9 can leave it
+    cut = tmp_path / "cut.log"
+    data = log.read_bytes()
+    cut.write_bytes(data[:data.rindex(b'"type":"accept"') + 20])
+    r = subprocess.run([SOCKTRACE, "report", str(cut)], capture_output=True, text=True)
+    assert r.returncode == 1
+    n = cut.read_bytes().count(b"\n") + 1
+    assert r.stderr == f"socktrace report: {cut}:{n}: truncated line (skipped)\n"
+    assert f"port {port}: 29 IPv4 (MAPPED)" in r.stdout

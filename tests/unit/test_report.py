@@ -1,0 +1,93 @@
+import gzip
+import json
+
+from socktrace.output.report_text import format_report
+from socktrace.report import BadLine, fixes_for, read_log, summarize, to_json
+
+
+def conn(type_="accept", pid=10, comm="java", cmdline="java -jar backup.jar", fam="AF_INET6",
+         mapped=True, lport=4243, raddr="10.0.0.20", rport=50000, v6only=False, t="2026-11-23T10:00:00Z"):
+    r = {"type": type_, "time": t, "pid": pid, "comm": comm, "cmdline": cmdline, "sock_family": fam,
+         "mapped": mapped, "laddr": "10.0.0.12", "lport": lport, "raddr": raddr, "rport": rport}
+    if type_ != "connect":
+        r["v6only"] = v6only
+    return r
+
+
+RECORDS = [
+    {"type": "ready", "probe": "tracepoint"},
+    conn(t="2026-11-23T10:00:00Z"),
+    conn(t="2026-11-23T10:05:00Z", raddr="10.0.0.21"),
+    conn(mapped=False, raddr="2001:db8::5", t="2026-11-23T10:01:00Z"),
+    conn("connect", pid=20, comm="curl", cmdline="curl http://x", fam="AF_INET", mapped=False,
+         lport=40000, raddr="10.0.0.12", rport=4243),
+    conn("connect", pid=30, comm="python3", cmdline="python3 c.py", mapped=True, lport=40001),
+    conn(pid=40, comm="sshd", cmdline="sshd -D", fam="AF_INET", mapped=False, lport=22, v6only=None),
+    conn("accept", pid=50, comm="nginx", cmdline="nginx: master", lport=8080, v6only=False),
+    {"type": "unwritten", "records": 3, "reason": "disk full"},
+    {"type": "summary", "events": 7, "lost": 2},
+]
+
+
+def test_summarize():
+    r = summarize(RECORDS)
+    assert r.records == 7
+    assert dict(r.by_protocol) == {"mapped": 4, "ipv6": 1, "ipv4": 2}
+    assert (r.lost, r.unwritten) == (2, 3)
+    java = r.listeners[(10, "java", "java -jar backup.jar", 4243)]
+    assert (java.mapped, java.ipv6, java.v6only) == (2, 1, {False})
+    assert (java.first, java.last) == ("2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z")
+    assert set(k[1] for k in r.listeners) == {"java", "nginx"}      # sshd is plain AF_INET
+    assert [c.comm for c in r.mapped_clients.values()] == ["python3"]
+    assert r.processes[(10, "java", "java -jar backup.jar")].by_type["accept"] == 3
+
+
+def test_fixes_name_the_program():
+    java = fixes_for("java", "/usr/bin/java -jar x.jar", 4243)
+    assert "-Djava.net.preferIPv4Stack=true" in java[0]
+    assert any("IPV6_V6ONLY=1" in f for f in java)
+    assert any("net.ipv6.bindv6only" in f for f in java)
+    assert any("ipv6only=on" in f for f in fixes_for("nginx", "nginx: master", 80))
+    assert not any("java" in f for f in fixes_for("nginx", "nginx", 80))
+
+
+def test_read_log_reports_bad_lines_and_goes_on(tmp_path):
+    good = "\n".join(json.dumps(r) for r in RECORDS[:3]) + "\n"
+    plain = tmp_path / "log"
+    plain.write_text(good + "not json\n" + '["a list"]\n' + '{"type":"accept","time":"x"}\n'
+                     + json.dumps(RECORDS[3]) + "\n" + '{"type":"conn')
+    rotated = tmp_path / "log.1.gz"
+    with gzip.open(rotated, "wt") as f:
+        f.write(good)
+    bad = []
+    recs = list(read_log([str(plain), str(rotated)], bad))
+    assert len(recs) == 7
+    assert [str(b) for b in bad] == [
+        f"{plain}:4: not valid JSON",
+        f"{plain}:5: not a socktrace record",
+        f"{plain}:6: accept record without pid, comm, sock_family, mapped, laddr, lport, raddr, rport",
+        f"{plain}:8: truncated line"]
+
+
+def test_text_report_answers_the_question():
+    text = format_report(summarize(RECORDS), [BadLine("f", 3, "truncated line")])
+    assert "pid 10 java, port 4243: 2 IPv4 (MAPPED), 1 IPv6; IPV6_V6ONLY=0" in text
+    assert "-Djava.net.preferIPv4Stack=true" in text
+    assert "pid 30 python3: 1 connects" in text
+    assert "could not submit 2 events" in text and "3 records could not be written" in text
+    assert "1 lines skipped" in text
+
+
+def test_text_report_escapes_process_text():
+    evil = [conn(comm="ev\x1b[2Jil", cmdline="x\x1b]0;t\x07")]
+    text = format_report(summarize(evil), [])
+    assert "\x1b" not in text and "ev\\x1b[2Jil" in text
+
+
+def test_json_report():
+    j = to_json(summarize(RECORDS), [BadLine("f", 3, "truncated line")])
+    assert j["dual_stack_listeners"][0]["port"] == 4243
+    assert j["dual_stack_listeners"][0]["v6only"] is False
+    assert j["top_peers"][0] == {"addr": "10.0.0.20", "protocol": "mapped", "connections": 3}
+    assert j["bad_lines"] == ["f:3: truncated line"]
+    json.dumps(j)

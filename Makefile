@@ -13,7 +13,7 @@ ARGS        ?=
 APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
-.PHONY: setup system run test unit install uninstall clean
+.PHONY: setup system run test unit bench-snapshot install uninstall clean
 
 setup: system $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test: setup
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace
+
+# 10,000 established connections: socktrace snapshot against ss -tanp
+bench-snapshot: setup
+	$(VENV)/bin/python bench/snapshot_bench.py
 
 install: system
 	$(PYTHON) -m venv $(INSTALL_DIR)

@@ -19,7 +19,11 @@ from .bcc_import import BccMissing, import_bcc
 from .filters import Filter
 from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
-from .output.jsonl import JsonSink
+from . import snapshot as snapshot_mod
+from .kernel import netns
+from .output import snapshot_text
+from .output.jsonl import JsonSink, dumps
+from .procinfo import ProcessCache
 from .output.report_text import format_report
 from .output.logfile import LogFileError, LogWriter
 from .output.table import TableSink
@@ -47,6 +51,7 @@ class Settings:
     fsync: str = "interval"
     quiet: bool = False
     duration: float | None = None
+    snapshot: bool = True
 
 
 class Size(click.ParamType):
@@ -86,18 +91,35 @@ def _pid(ctx, param, value):
     return value
 
 
+def filter_options(f):
+    """The filters, shared by the tracer and `snapshot`."""
+    for option in reversed([
+        click.option("--mapped-only", is_flag=True,
+                     help="Only AF_INET6 sockets with an IPv4-mapped peer (the tracer filters in the kernel)."),
+        click.option("-p", "--pid", type=int, callback=_pid, help="Only this process id."),
+        click.option("-P", "--port", type=int, callback=_port, help="Only this local or remote port."),
+        click.option("-c", "--comm", help="Only processes whose name contains this text."),
+        click.option("-4", "ipv4", is_flag=True,
+                     help="Only IPv4 peers: AF_INET sockets and mapped peers of AF_INET6 sockets."),
+        click.option("-6", "ipv6", is_flag=True, help="Only native IPv6 peers."),
+    ]):
+        f = option(f)
+    return f
+
+
+def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
+    if ipv4 and ipv6:
+        raise click.UsageError("-4 and -6 exclude each other")
+    return Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
+                  peer="4" if ipv4 else "6" if ipv6 else None)
+
+
 @click.group(invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--probe", type=click.Choice(PROBE_CHOICES), default="auto", show_default=True,
               help="Kernel hooks: kfunc (fexit), kprobe, tracepoint; auto tries them in that order.")
 @click.option("--json", "as_json", is_flag=True, help="Write JSON Lines to stdout instead of the table.")
-@click.option("--mapped-only", is_flag=True,
-              help="Only AF_INET6 sockets with an IPv4-mapped peer (filtered in the kernel).")
-@click.option("-p", "--pid", type=int, callback=_pid, help="Only this process id.")
-@click.option("-P", "--port", type=int, callback=_port, help="Only this local or remote port.")
-@click.option("-c", "--comm", help="Only processes whose name contains this text.")
-@click.option("-4", "ipv4", is_flag=True, help="Only IPv4 peers: AF_INET sockets and mapped peers of AF_INET6 sockets.")
-@click.option("-6", "ipv6", is_flag=True, help="Only native IPv6 peers.")
+@filter_options
 @click.option("--unaccepted-after", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
               metavar="SECONDS", help="Report a connection nobody accepted after this long.")
 @click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto", show_default=True,
@@ -116,14 +138,16 @@ def _pid(ctx, param, value):
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop after this long, as SIGTERM would.")
+@click.option("--no-snapshot", is_flag=True,
+              help="Do not list the existing mapped connections before tracing.")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
 def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer,
-         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, quiet, duration):
+         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, quiet, duration,
+         no_snapshot):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
-    if ipv4 and ipv6:
-        raise click.UsageError("-4 and -6 exclude each other")
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
     if quiet and not output:
         raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
     if (rotate_size or rotate_gzip) and not output:
@@ -134,8 +158,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
         duration=duration,
-        filter=Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
-                      peer="4" if ipv4 else "6" if ipv6 else None))
+        filter=flt, snapshot=not no_snapshot)
     if ctx.invoked_subcommand is None:
         trace(ctx.obj)
 
@@ -184,6 +207,8 @@ def trace(settings: Settings) -> None:
             sinks.append(JsonSink(log))
         sink = Tee(*sinks)
         try:
+            if settings.snapshot:
+                show_existing(sink, settings.filter)
             Tracer(probes, sink, settings.filter,
                    unaccepted_after=settings.unaccepted_after).run(stop, reopen)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
@@ -224,3 +249,46 @@ def report(files, as_json, top):
         click.echo(f"socktrace report: {b} (skipped)", err=True)
     if bad:
         sys.exit(1)
+
+
+def show_existing(sink, flt: Filter) -> None:
+    """Before tracing: the mapped connections that already exist."""
+    cache = ProcessCache()
+    snap = snapshot_mod.take([None], cache)
+    existing = [s for s in snap.sockets if s.mapped and s.state != "LISTEN" and flt.matches_socket(s)]
+    sink.existing(snap, existing, cache)
+
+
+@main.command()
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record per socket.")
+@click.option("--explain", is_flag=True,
+              help="For each dual-stack listener: why its IPv4 connections show as tcp6, and the fix.")
+@click.option("--netns", "netns_spec", metavar="PATH|PID",
+              help="Look into another network namespace: a path (/run/netns/NAME) or a pid.")
+@click.option("--all-netns", is_flag=True, help="Every network namespace of the system.")
+def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, as_json, explain, netns_spec, all_netns):
+    """List the TCP sockets that exist now, classified as tcp (AF_INET),
+    tcp6 or tcp6 MAPPED (IPv4 over an AF_INET6 socket), with their
+    processes.  Needs no BPF; without root it sees only the current user's
+    processes."""
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
+    if netns_spec and all_netns:
+        raise click.UsageError("--netns and --all-netns exclude each other")
+    if (netns_spec or all_netns) and os.geteuid() != 0:
+        raise click.ClickException("entering another network namespace needs root: run it with sudo")
+    namespaces = (netns.all_namespaces() if all_netns
+                  else [netns.ns_path(netns_spec)] if netns_spec else [None])
+    cache = ProcessCache()
+    try:
+        snap = snapshot_mod.take(namespaces, cache)
+    except OSError as exc:
+        raise click.ClickException(str(exc.strerror if exc.strerror else exc)) from None
+    socks = [s for s in snap.sockets if flt.matches_socket(s)]
+    if as_json:
+        sys.stdout.write("".join(dumps(snapshot_mod.record(s, cache.user(s.uid))) + "\n"
+                                 for s in socks))
+    elif explain:
+        click.echo(snapshot_text.explain(snap, socks), nl=False)
+    else:
+        click.echo(snapshot_text.format_table(snap, socks), nl=False)

@@ -26,7 +26,3 @@ ALL = [MAPPED, NATIVE6, PLAIN4]
 ])
 def test_filter(flt, expected):
     assert [c for c in ALL if flt.matches(c)] == expected
-
-
-def test_comm_override_for_listener_owner():
-    assert Filter(comm="nginx").matches(MAPPED, comm="nginx")

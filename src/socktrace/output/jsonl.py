@@ -33,6 +33,12 @@ class JsonSink:
     def connection(self, rec: dict[str, Any]) -> None:
         self._write(rec)
 
+    def existing(self, snap, socks, cache) -> None:
+        """The mapped connections that existed before tracing began."""
+        from ..snapshot import record
+        for s in socks:
+            self._write({**record(s, cache.user(s.uid)), "type": "existing"})
+
     def lost(self, rec: dict[str, Any]) -> None:
         self._write(rec)
 

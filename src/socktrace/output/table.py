@@ -67,6 +67,18 @@ class TableSink:
     def connection(self, rec: dict[str, Any]) -> None:
         self.out.write(format_row(rec) + "\n")
 
+    def existing(self, snap, socks, cache) -> None:
+        """The mapped connections that existed before tracing began."""
+        from .snapshot_text import HEADER as SNAP_HEADER, format_row as snap_row
+        if not socks:
+            self.err.write("socktrace: no existing IPv4 connection over an AF_INET6 socket\n")
+            return
+        self.out.write(f"Existing IPv4 connections over AF_INET6 sockets ({len(socks)}):\n")
+        self.out.write(SNAP_HEADER + "\n")
+        for s in socks:
+            self.out.write(snap_row(s) + "\n")
+        self.out.write("\n")
+
     def lost(self, rec: dict[str, Any]) -> None:
         self.flush()
         self.err.write(f"socktrace: WARNING: {rec['lost']} events lost so far (buffer full), "

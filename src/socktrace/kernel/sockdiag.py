@@ -1,0 +1,114 @@
+"""TCP sockets from the kernel's sock_diag netlink interface (what `ss` uses).
+
+Hand-written on purpose: pyroute2's DiagSocket decodes each message in pure
+Python at about 74 µs a socket here (6,961 sockets in 0.51 s), so a host
+with 10,000 connections (20,000 sockets on loopback) would miss the 1 s
+budget of `socktrace snapshot`; the fixed-layout structs below decode with
+one struct.unpack_from each.  Layouts: include/uapi/linux/inet_diag.h.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from functools import lru_cache
+from typing import NamedTuple
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+INET_DIAG_SKV6ONLY = 11
+
+_NLMSGHDR = struct.Struct("=IHHII")
+# inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid
+# (ports are big-endian inside the native-endian struct: kept as bytes)
+_REQ = struct.Struct("=BBBxI2s2s16s16sI8s")
+# inet_diag_msg: family, state, timer, retrans, sockid, expires, rqueue, wqueue, uid, inode
+_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+_RTA = struct.Struct("=HH")
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+              11: "CLOSING", 12: "NEW_SYN_RECV"}
+LISTEN = 10
+# everything but TIME_WAIT and NEW_SYN_RECV, which belong to no process
+DEFAULT_STATES = sum(1 << s for s in TCP_STATES if s not in (6, 12))
+
+
+class DiagSocket(NamedTuple):
+    family: int
+    state: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    rqueue: int        # LISTEN: connections waiting in the accept queue
+    wqueue: int        # LISTEN: the backlog
+    uid: int
+    inode: int         # 0: no struct socket yet (a connection still in the accept queue)
+    v6only: bool | None
+
+
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+@lru_cache(maxsize=4096)  # a host has few distinct addresses and many sockets
+def _addr(family: int, raw: bytes) -> str:
+    """Text form; IPv4-mapped addresses as ::ffff:a.b.c.d whatever the
+    Python version prints."""
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if raw[:12] == _MAPPED_PREFIX:
+        return "::ffff:" + socket.inet_ntop(socket.AF_INET, raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
+    """Decode one recv() of a dump: (sockets, done)."""
+    out = []
+    off = 0
+    while off + _NLMSGHDR.size <= len(data):
+        length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, off)
+        if length < _NLMSGHDR.size:
+            break
+        if mtype == NLMSG_DONE:
+            return out, True
+        if mtype == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, off + _NLMSGHDR.size)[0]
+            raise OSError(err, f"sock_diag: {os.strerror(err)}")
+        body = off + _NLMSGHDR.size
+        (family, state, _timer, _retrans, sport, dport, src, dst, _if, _cookie,
+         _expires, rqueue, wqueue, uid, inode) = _MSG.unpack_from(data, body)
+        v6only = None
+        a = body + _MSG.size
+        end = off + length
+        while a + _RTA.size <= end:
+            alen, atype = _RTA.unpack_from(data, a)
+            if alen < _RTA.size:
+                break
+            if atype == INET_DIAG_SKV6ONLY:
+                v6only = bool(data[a + _RTA.size])
+            a += (alen + 3) & ~3
+        out.append(DiagSocket(family, state, _addr(family, src), int.from_bytes(sport, "big"),
+                              _addr(family, dst), int.from_bytes(dport, "big"),
+                              rqueue, wqueue, uid, inode, v6only))
+        off += (length + 3) & ~3
+    return out, False
+
+
+def dump_tcp(family: int, states: int = DEFAULT_STATES) -> list[DiagSocket]:
+    """All TCP sockets of `family` in the calling thread's network namespace."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                       NETLINK_SOCK_DIAG) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        req = _REQ.pack(family, socket.IPPROTO_TCP, 0, states, b"", b"", b"", b"", 0, b"\xff" * 8)
+        s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY,
+                              NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+        out: list[DiagSocket] = []
+        while True:
+            socks, done = parse(s.recv(1 << 20))
+            out += socks
+            if done:
+                return out

@@ -1,0 +1,95 @@
+"""`socktrace snapshot` for a person: netstat -tupn with the classification,
+and --explain."""
+
+from __future__ import annotations
+
+from ..report import fixes_for
+from ..snapshot import Snapshot, Sock
+from .escape import escape
+from .table import endpoint
+
+_ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
+HEADER = _ROW.format("Proto", "Local Address", "Foreign Address", "State", "PID/Program", "Note")
+
+
+def proto(s: Sock) -> str:
+    if s.sock_family == "AF_INET":
+        return "tcp"
+    return "tcp6 MAPPED" if s.mapped else "tcp6"
+
+
+def owners(s: Sock) -> str:
+    return ",".join(f"{o.pid}/{escape(o.comm or '?')}" for o in s.owners) or "-"
+
+
+def note(s: Sock) -> str:
+    if s.state == "LISTEN":
+        if s.sock_family == "AF_INET":
+            return ""
+        return "dual-stack: takes IPv4 too (v6only=0)" if s.dual_stack else "v6only=1"
+    if s.queued:
+        lo = ",".join(f"{o.pid}/{escape(o.comm or '?')}" for o in s.listener.owners) or "?"
+        return f"queued, not accepted (listener {lo})"
+    if not s.inode:
+        return "orphan: closed by its process"
+    if s.listener:
+        v6 = "" if s.listener.v6only is None else f" v6only={int(s.listener.v6only)}"
+        return f"via {endpoint(s.listener.laddr, s.listener.lport)}{v6}"
+    return ""
+
+
+def format_row(s: Sock) -> str:
+    peer = "*" if s.state == "LISTEN" else str(s.rport)
+    return _ROW.format(proto(s), endpoint(s.laddr, s.lport),
+                       f"[{s.raddr}]:{peer}" if ":" in s.raddr else f"{s.raddr}:{peer}",
+                       s.state, owners(s), note(s)).rstrip()
+
+
+def format_table(snap: Snapshot, socks: list[Sock]) -> str:
+    lines = [f"net.ipv6.bindv6only = {snap.bindv6only if snap.bindv6only is not None else '?'}"
+             + (" (new AF_INET6 sockets are dual-stack unless they set IPV6_V6ONLY)"
+                if snap.bindv6only == 0 else ""), HEADER]
+    lines += [format_row(s) for s in socks]
+    mapped = sum(1 for s in socks if s.mapped and s.state != "LISTEN")
+    lines.append(f"{len(socks)} sockets; {mapped} IPv4 connections over AF_INET6 sockets (MAPPED)")
+    lines += _unseen(snap)
+    return "\n".join(lines) + "\n"
+
+
+def _unseen(snap: Snapshot) -> list[str]:
+    if not snap.hidden_sockets:
+        return []
+    why = (f"; {snap.hidden_processes} processes could not be looked into (run as root)"
+           if snap.hidden_processes else " (processes in another PID namespace?)")
+    return [f"owners of {snap.hidden_sockets} sockets not visible{why}"]
+
+
+def explain(snap: Snapshot, socks: list[Sock]) -> str:
+    """For each dual-stack listener, in terms of its process."""
+    out = []
+    for lst in [s for s in socks if s.dual_stack]:
+        carried = [s for s in snap.sockets if s.listener and s.netns == lst.netns
+                   and (s.listener.laddr, s.listener.lport) == (lst.laddr, lst.lport)
+                   and s.sock_family == "AF_INET6"]
+        ipv4 = sum(1 for s in carried if s.mapped)
+        first = lst.owners[0] if lst.owners else None
+        who = f"{first.pid}/{escape(first.comm or '?')}" if first else "an unknown process"
+        out.append(f"{who} listens on {endpoint(lst.laddr, lst.lport)} with a dual-stack AF_INET6 "
+                   f"socket (IPV6_V6ONLY=0).")
+        if first and first.cmdline:
+            out.append(f"  command: {escape(first.cmdline)}")
+        out.append(f"  It carries {ipv4} IPv4 and {len(carried) - ipv4} IPv6 connections now "
+                   f"({sum(1 for s in carried if s.queued)} not yet accepted).")
+        out.append("  Why IPv4 shows as tcp6: an AF_INET6 socket without IPV6_V6ONLY also accepts "
+                   "IPv4 peers, as IPv4-mapped addresses (::ffff:a.b.c.d, RFC 3493 section 3.7); "
+                   "netstat and ss list every connection of an AF_INET6 socket as tcp6.")
+        if snap.bindv6only == 0:
+            out.append("  net.ipv6.bindv6only = 0 on this system: that is the default for every "
+                       "new AF_INET6 socket that does not set IPV6_V6ONLY itself.")
+        out.append("  To make its IPv4 connections plain tcp:")
+        out += [f"    - {fix}" for fix in fixes_for(first.comm if first else None,
+                                                      first.cmdline if first else None, lst.lport)]
+        out.append("")
+    if not out:
+        out.append("No dual-stack (IPV6_V6ONLY=0) listener here.")
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -6,13 +6,16 @@ so it is right even for a process that exits or execs at once).  The cgroup
 comes from /proc once per process.  Everything stays cached until the kernel
 reports that the process exec'd or exited (EVENT_EXEC), so a busy server
 costs one lookup, not one per connection.  /proc is read directly rather than through psutil:
-it is three small files, psutil has no cgroup accessor, and its /proc root is
-a process-wide global where this takes a parameter.
+it is three small files, psutil has no cgroup accessor and no public map from
+socket inode to process, and its /proc root is a process-wide global where
+this takes a parameter.
 """
 
 from __future__ import annotations
 
+import os
 import pwd
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -112,20 +115,49 @@ class ProcessCache:
         return ProcessInfo(comm, cmdline or None, cgroup)
 
 
-def listener_pids(port: int, net_connections=None) -> list[int]:
-    """Pids of the processes with a TCP socket listening on `port`.
+def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:
+    """socket inode -> pids holding it, and how many processes could not be
+    looked into.  psutil has no public inode -> process map (its
+    net_connections re-reads /proc/net per call), so this reads the fd links."""
+    owners: dict[int, list[int]] = {}
+    hidden = 0
+    for entry in os.scandir(procfs):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            fds = os.scandir(f"{procfs}/{pid}/fd")
+        except PermissionError:
+            hidden += 1
+            continue
+        except FileNotFoundError:
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    owners.setdefault(int(target[8:-1]), []).append(pid)
+    return owners, hidden
 
-    For a connection nobody accepted the kernel knows no owning process; the
-    listener's owner is the process responsible for it.  Uses psutil, which
-    maps socket inodes to processes (only in socktrace's own network
-    namespace).
-    """
-    if net_connections is None:
-        import psutil
-        net_connections = psutil.net_connections
-    try:
-        conns = net_connections(kind="tcp")
-    except OSError:
+
+def listener_pids(port: int, procfs: str = "/proc",
+                  listeners: Callable[[], list] | None = None) -> list[int]:
+    """Pids of the processes with a TCP socket listening on `port` (in
+    socktrace's network namespace).
+
+    For a connection nobody accepted the kernel knows no owning process;
+    the listener's owner is the process responsible for it."""
+    if listeners is None:
+        from .kernel.sockdiag import LISTEN, dump_tcp
+
+        def listeners():
+            return [d for fam in (socket.AF_INET6, socket.AF_INET)
+                    for d in dump_tcp(fam, states=1 << LISTEN)]
+    inodes = {d.inode for d in listeners() if d.sport == port}
+    if not inodes:
         return []
-    return sorted({c.pid for c in conns
-                   if c.status == "LISTEN" and c.laddr and c.laddr.port == port and c.pid})
+    owners, _ = socket_owners(procfs)
+    return sorted({pid for ino in inodes for pid in owners.get(ino, ())})

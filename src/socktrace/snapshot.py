@@ -8,14 +8,13 @@ classifying (a pure function) and from formatting (output/snapshot_text.py).
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
 from .kernel import netns
 from .kernel.sockdiag import LISTEN, TCP_STATES, DiagSocket, dump_tcp
-from .procinfo import ProcessCache
+from .procinfo import ProcessCache, socket_owners
 
 WILDCARDS = ("::", "0.0.0.0")
 # states in which a socket without a file (inode 0) is still in its listener's
@@ -119,34 +118,6 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
             listener=listener,
             queued=listener is not None and d.inode == 0 and TCP_STATES.get(d.state) in QUEUED_STATES))
     return out
-
-
-def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:
-    """socket inode -> pids holding it, and how many processes could not be
-    looked into.  psutil has no public inode -> process map (its
-    net_connections re-reads /proc/net per call), so this reads the fd links."""
-    owners: dict[int, list[int]] = {}
-    hidden = 0
-    for entry in os.scandir(procfs):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            fds = os.scandir(f"{procfs}/{pid}/fd")
-        except PermissionError:
-            hidden += 1
-            continue
-        except FileNotFoundError:
-            continue
-        with fds:
-            for fd in fds:
-                try:
-                    target = os.readlink(fd.path)
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    owners.setdefault(int(target[8:-1]), []).append(pid)
-    return owners, hidden
 
 
 def read_bindv6only(procfs: str = "/proc") -> int | None:

@@ -1,6 +1,6 @@
 from collections import namedtuple
 
-from socktrace.procinfo import NO_PROCESS, ProcessCache, ProcessInfo, listener_pids
+from socktrace.procinfo import NO_PROCESS, ProcessCache, ProcessInfo, listener_pids, socket_owners
 
 
 def fake_proc(root, pid, comm, argv, cgroup="0::/user.slice\n"):
@@ -46,15 +46,23 @@ def test_user_names_cached():
     assert calls == [1000]
 
 
-Conn = namedtuple("Conn", "status laddr pid")
-Addr = namedtuple("Addr", "ip port")
+def fake_fd(root, pid, fd, target):
+    d = root / str(pid) / "fd"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / str(fd)).symlink_to(target)
 
 
-def test_listener_pids():
-    conns = [Conn("LISTEN", Addr("::", 8080), 7), Conn("ESTABLISHED", Addr("::1", 8080), 8),
-             Conn("LISTEN", Addr("0.0.0.0", 8080), 7), Conn("LISTEN", Addr("::", 22), 9),
-             Conn("LISTEN", Addr("::", 8080), None)]
-    assert listener_pids(8080, net_connections=lambda kind: conns) == [7]
+def test_socket_owners_and_listener_pids(tmp_path):
+    fake_fd(tmp_path, 7, 3, "socket:[100]")
+    fake_fd(tmp_path, 8, 4, "socket:[100]")       # shared after fork
+    fake_fd(tmp_path, 8, 5, "/dev/null")
+    fake_fd(tmp_path, 9, 3, "socket:[200]")
+    owners, hidden = socket_owners(str(tmp_path))
+    assert ({k: sorted(v) for k, v in owners.items()}, hidden) == ({100: [7, 8], 200: [9]}, 0)
+    Listen = namedtuple("Listen", "sport inode")
+    listeners = lambda: [Listen(8080, 100), Listen(22, 200)]
+    assert listener_pids(8080, str(tmp_path), listeners) == [7, 8]
+    assert listener_pids(9999, str(tmp_path), listeners) == []
 
 
 def test_kernel_command_line_wins_over_proc(tmp_path):

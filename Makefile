@@ -10,10 +10,13 @@ ARGS        ?=
 # linux-libc-dev: the userspace kernel headers bcc compiles against when the
 # kernel's own headers are absent; bpftool: the tests check that no BPF
 # program is left behind, and cross-check BTF offsets with it.
-APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool
+# qemu-system-x86, debootstrap, e2fsprogs: the test VM with a distro kernel
+# (tests/vm); vagrant: `vagrant validate` of vagrant/Vagrantfile.
+APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool \
+                qemu-system-x86 debootstrap e2fsprogs vagrant
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
-.PHONY: setup system run test unit bench-snapshot install uninstall clean
+.PHONY: setup system run test test-vm unit bench-snapshot install uninstall clean
 
 setup: system $(VENV)/.installed
 
@@ -21,7 +24,7 @@ system:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
 	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
@@ -38,6 +41,10 @@ run: setup
 
 test: setup
 	$(VENV)/bin/pytest tests --pyargs socktrace
+
+# only the distro-kernel VM suite (kfunc, kprobe, tracepoint, headerless)
+test-vm: setup
+	$(VENV)/bin/pytest tests/vm
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-SOCKTRACE = str(Path(sys.executable).parent / "socktrace")
+# the installed command; the test VM runs it from the project disk instead
+SOCKTRACE = os.environ.get("SOCKTRACE") or str(Path(sys.executable).parent / "socktrace")
 PEER = str(Path(__file__).parent / "peer.py")
 
 

@@ -44,7 +44,8 @@ def as_seen(sock):
 
 def me():
     with open("/proc/self/cgroup") as f:
-        cgroup = re.search(r"^0::(.*)$", f.read(), re.M).group(1)
+        v2 = re.search(r"^0::(.*)$", f.read(), re.M)
+    cgroup = v2.group(1) if v2 else None
     return {"pid": os.getpid(), "tid": threading.get_native_id(), "uid": os.getuid(),
             "user": "root", "comm": open("/proc/self/comm").read().strip(),
             "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}

@@ -1,0 +1,68 @@
+#!/bin/sh
+# PID 1 of the test VM (started by /sbin/socktrace-vm-init from the project
+# disk): run the tracer's end-to-end suite in every configuration, print the
+# results between markers on the serial console, power off.
+export PATH=/tmp/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -o remount,rw / 2>/dev/null
+ip link set lo up
+echo 1 > /proc/sys/kernel/sysrq
+# run-vm.sh VM_CONFIGS="demo" -> socktrace_configs=demo on the kernel command line
+for arg in $(cat /proc/cmdline); do
+    case $arg in socktrace_configs=*) SOCKTRACE_VM_CONFIGS=$(echo "${arg#*=}" | tr , ' ') ;; esac
+done
+echo "SOCKTRACE-VM kernel $(uname -r) up $(cut -d' ' -f1 /proc/uptime) s"
+
+# socktrace from the (read-only) project disk, with Debian's python3-click
+mkdir -p /tmp/bin
+printf '#!/bin/sh\nexec python3 -m socktrace "$@"\n' > /tmp/bin/socktrace
+chmod +x /tmp/bin/socktrace
+export PYTHONPATH=/socktrace/src PYTHONDONTWRITEBYTECODE=1 SOCKTRACE=/tmp/bin/socktrace
+
+run() {  # run CONFIG MODE
+    echo "SOCKTRACE-VM-BEGIN $1"
+    start=$(cut -d' ' -f1 /proc/uptime)
+    SOCKTRACE_TEST_PROBE=$2 SOCKTRACE_TEST_CONFIG=$1 \
+        python3 -m pytest -q -s --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
+        /socktrace/tests/vm/vm_suite.py
+    rc=$?
+    echo "SOCKTRACE-VM-END $1 rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+}
+
+demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
+    echo "SOCKTRACE-VM-BEGIN demo"
+    start=$(cut -d' ' -f1 /proc/uptime)
+    mkdir -p /run/sshd /var/log/nginx /var/lib/nginx
+    java /opt/socktrace-demo/DualStackServer.java 4243 >/dev/null 2>&1 &
+    nginx; /usr/sbin/sshd; dualstack-c 7070 &
+    for i in $(seq 120); do ss -Htln | grep -q ':4243 ' && break; sleep 1; done
+    socktrace > /tmp/trace.txt 2>/tmp/trace.err &
+    tracer=$!
+    for i in $(seq 300); do grep -q "Ctrl-C to stop" /tmp/trace.err && break; sleep 1; done
+    echo '$ socktrace-demo'; socktrace-demo
+    sleep 2
+    kill -INT $tracer; wait $tracer
+    echo '$ sudo socktrace   # in another terminal, while socktrace-demo ran'
+    cat /tmp/trace.err /tmp/trace.txt
+    echo '$ sudo socktrace snapshot'; socktrace snapshot
+    echo '$ sudo socktrace snapshot --explain -P 4243'; socktrace snapshot --explain -P 4243
+    echo '$ sudo netstat -tupn'; netstat -tupn
+    echo '$ sudo ss -tanp'; ss -tanp
+    echo "SOCKTRACE-VM-END demo rc=0 seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+}
+
+for config in ${SOCKTRACE_VM_CONFIGS:-kfunc kprobe tracepoint headerless demo}; do
+    case $config in
+    demo) demo ;;
+    headerless)   # hide the kernel headers: the BTF path must work alone
+        for d in /usr/src/linux-headers-*; do mount -t tmpfs tmpfs "$d"; done
+        run headerless auto
+        for d in /usr/src/linux-headers-*; do umount "$d"; done ;;
+    *)  run "$config" "$config" ;;
+    esac
+done
+echo "SOCKTRACE-VM-DONE"
+sync
+echo o > /proc/sysrq-trigger
+sleep 10

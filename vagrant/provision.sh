@@ -1,0 +1,62 @@
+#!/bin/sh
+# Provision a Debian 12 machine for socktrace and its demo: bcc, kernel
+# headers, the demo services (Java, nginx, sshd, a C program) and socktrace.
+# Used by the Vagrantfile, and in a chroot by tests/vm/build-image.sh
+# (SOCKTRACE_IN_CHROOT=1: no running kernel, no network for pip, no services
+# to start).
+#
+#   provision.sh [PROJECT_DIR]      (default /socktrace, the synced folder)
+set -eu
+PROJECT=${1:-/socktrace}
+DEMO="$PROJECT/vagrant/demo"
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "${SOCKTRACE_IN_CHROOT:-0}" = 1 ]; then
+    HEADERS=linux-headers-cloud-amd64   # matches the image's linux-image-cloud-amd64
+else
+    HEADERS="linux-headers-$(uname -r)"
+fi
+
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    python3-bpfcc libbpf1 bpftool linux-libc-dev "$HEADERS" \
+    python3 python3-venv python3-pip python3-click python3-pytest \
+    make gcc libc6-dev curl iproute2 net-tools procps util-linux \
+    default-jdk-headless nginx-light openssh-server ca-certificates
+
+# --- demo services --------------------------------------------------------
+install -d /opt/socktrace-demo
+install -m 0644 "$DEMO/DualStackServer.java" /opt/socktrace-demo/
+gcc -O2 -Wall -o /usr/local/bin/dualstack-c "$DEMO/dualstack-c.c"
+install -m 0755 "$DEMO/socktrace-demo" /usr/local/bin/socktrace-demo
+install -m 0644 "$DEMO/nginx-demo.conf" /etc/nginx/sites-enabled/socktrace-demo.conf
+rm -f /etc/nginx/sites-enabled/default
+printf 'ListenAddress 0.0.0.0\n' > /etc/ssh/sshd_config.d/socktrace-demo-ipv4-only.conf
+
+cat > /etc/systemd/system/socktrace-demo-java.service <<UNIT
+[Unit]
+Description=socktrace demo: a Java ServerSocket (dual-stack by default) on 4243
+[Service]
+ExecStart=/usr/bin/java /opt/socktrace-demo/DualStackServer.java 4243
+[Install]
+WantedBy=multi-user.target
+UNIT
+cat > /etc/systemd/system/socktrace-demo-c.service <<UNIT
+[Unit]
+Description=socktrace demo: an AF_INET6 dual-stack listener in C on 7070
+[Service]
+ExecStart=/usr/local/bin/dualstack-c 7070
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable socktrace-demo-java.service socktrace-demo-c.service nginx ssh >/dev/null 2>&1 || true
+
+# --- socktrace --------------------------------------------------------------
+if [ "${SOCKTRACE_IN_CHROOT:-0}" = 1 ]; then
+    # no network in the test VM: run from the project disk with Debian's
+    # click; tests/vm/in-vm.sh puts a wrapper on PATH
+    :
+else
+    make -C "$PROJECT" install
+    systemctl restart nginx ssh socktrace-demo-java socktrace-demo-c
+fi

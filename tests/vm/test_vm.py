@@ -18,7 +18,7 @@ import pytest
 HERE = Path(__file__).parent
 TOP = HERE.parent.parent
 CACHE = os.environ.get("SOCKTRACE_VM_CACHE", "/var/cache/socktrace-vm")
-CONFIGS = ["kfunc", "kprobe", "tracepoint", "headerless"]
+CONFIGS = ["kfunc", "kprobe", "tracepoint", "headerless"]   # and the "demo" run
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +67,18 @@ def test_vagrantfile_validates(tmp_path):
     r = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "hostnme" in r.stdout + r.stderr
+
+
+def test_demo_shows_the_puzzle_and_the_answer(vm):
+    """The Vagrant box's demo, run in the VM: netstat shows the Java server's
+    IPv4 connection as tcp6; socktrace marks it MAPPED and names java."""
+    assert "demo" in vm
+    _, out, _ = vm["demo"]
+    assert re.search(r"accept +\d+/java +127\.0\.0\.1:4243 +127\.0\.0\.1:\d+ +tcp6 MAPPED 0", out)
+    assert re.search(r"accept +\d+/nginx +127\.0\.0\.1:8080 .* tcp6 MAPPED 0", out)
+    assert re.search(r"accept +\d+/nginx +\[::1\]:8081 .* tcp6 +1", out)
+    assert re.search(r"accept +\d+/sshd +127\.0\.0\.1:22 .* tcp +-", out)
+    assert re.search(r"accept +\d+/dualstack-c +127\.0\.0\.1:7070 .* tcp6 MAPPED 0", out)
+    assert re.search(r"tcp6 +0 +0 127\.0\.0\.1:4243 +127\.0\.0\.1:\d+ +ESTABLISHED \d+/java", out)
+    assert re.search(r"tcp6 MAPPED 127\.0\.0\.1:4243 .* ESTABLISHED \d+/java +via \[::\]:4243 v6only=0", out)
+    assert "-Djava.net.preferIPv4Stack=true" in out

@@ -7,12 +7,11 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import SOCKTRACE, Socktrace
+from helpers import SOCKTRACE, Socktrace, check, listener
 
 IPV6_V6ONLY = socket.IPV6_V6ONLY
 
@@ -22,39 +21,6 @@ def tracer():
     st = Socktrace()
     yield st
     assert st.stop() == 0
-
-
-def listener(family=socket.AF_INET6, v6only=0, host=None):
-    s = socket.socket(family)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, IPV6_V6ONLY, v6only)
-    s.bind((host or ("::" if family == socket.AF_INET6 else "127.0.0.1"), 0))
-    s.listen(64)
-    return s
-
-
-def as_seen(sock):
-    """What socktrace should report for `sock`, from the socket API itself."""
-    local, peer = sock.getsockname(), sock.getpeername()
-    mapped = sock.family == socket.AF_INET6 and peer[0].startswith("::ffff:")
-    strip = (lambda a: a[len("::ffff:"):]) if mapped else (lambda a: a)
-    return {"sock_family": sock.family.name, "mapped": mapped,
-            "laddr": strip(local[0]), "lport": local[1], "raddr": strip(peer[0]), "rport": peer[1]}
-
-
-def me():
-    with open("/proc/self/cgroup") as f:
-        v2 = re.search(r"^0::(.*)$", f.read(), re.M)
-    cgroup = v2.group(1) if v2 else None
-    return {"pid": os.getpid(), "tid": threading.get_native_id(), "uid": os.getuid(),
-            "user": "root", "comm": open("/proc/self/comm").read().strip(),
-            "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}
-
-
-def check(rec, sock, **extra):
-    want = {**as_seen(sock), **me(), **extra}
-    assert {k: rec.get(k) for k in want} == want
-    assert rec["cmdline"] == " ".join(open("/proc/self/cmdline", "rb").read().decode().split("\0")).strip()
 
 
 def one(tracer, type_, **match):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import SOCKTRACE, Socktrace
+from helpers import SOCKTRACE, Socktrace
 
 
 def read_lines(path):

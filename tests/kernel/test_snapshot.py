@@ -9,9 +9,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 
-from conftest import SOCKTRACE
+from helpers import SOCKTRACE
 
 
 def snapshot(*args, user=None):

@@ -1,6 +1,5 @@
 """The collector's logic, with the kernel side replaced by plain tables."""
 
-import ctypes
 import time
 
 from socktrace.events import RawEvent, STAT_LOST

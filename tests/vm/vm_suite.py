@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
-from conftest import Peer, Socktrace  # noqa: E402
-from test_live import as_seen, listener, me  # noqa: E402
+from helpers import Peer, Socktrace, as_seen, listener, me  # noqa: E402
 
 CONFIG = os.environ.get("SOCKTRACE_TEST_CONFIG", "tracepoint")
 PROBE = os.environ.get("SOCKTRACE_TEST_PROBE", CONFIG)

@@ -1,0 +1,122 @@
+"""Helpers for the tests that run socktrace against the kernel: the
+socktrace process, helper peer processes, and what the socket API says
+about a socket.  Shared by tests/kernel and the VM suite (tests/vm)."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+# the installed command; the test VM runs it from the project disk instead
+SOCKTRACE = os.environ.get("SOCKTRACE") or str(Path(sys.executable).parent / "socktrace")
+PEER = str(Path(__file__).parent / "peer.py")
+
+
+class Socktrace:
+    """`socktrace --json ARGS` in the background, its records collected."""
+
+    def __init__(self, *args, ready_timeout=60):
+        self.proc = subprocess.Popen([SOCKTRACE, "--json", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready = self.wait_for(lambda r: r["type"] == "ready", timeout=ready_timeout)[0]
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def records(self):
+        with self._cond:
+            return [json.loads(line) for line in self.lines]
+
+    def wait_for(self, pred, count=1, timeout=15):
+        """Records matching `pred`, once there are at least `count`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [r for r in map(json.loads, self.lines) if pred(r)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"{len(found)}/{count} matching records; socktrace "
+                        f"{'exited ' + str(self.proc.returncode) if self.proc.poll() is not None else 'running'}"
+                        f"; stderr: {self.stderr_now()}")
+                self._cond.wait(min(left, 0.2))
+
+    def stderr_now(self):
+        return "" if self.proc.poll() is None else self.proc.stderr.read()
+
+    def stop(self, sig=signal.SIGINT, timeout=30):
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        self.stderr = self.proc.stderr.read()
+        return rc
+
+
+class Peer:
+    """A helper process (peer.py) that prints JSON lines about what it did."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, PEER, *args], stdout=subprocess.PIPE,
+                                     stdin=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def read(self):
+        line = self.proc.stdout.readline()
+        assert line, f"peer {self.proc.args} exited {self.proc.wait()}"
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def listener(family=socket.AF_INET6, v6only=0, host=None):
+    s = socket.socket(family)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((host or ("::" if family == socket.AF_INET6 else "127.0.0.1"), 0))
+    s.listen(64)
+    return s
+
+
+def as_seen(sock):
+    """What socktrace should report for `sock`, from the socket API itself."""
+    local, peer = sock.getsockname(), sock.getpeername()
+    mapped = sock.family == socket.AF_INET6 and peer[0].startswith("::ffff:")
+    strip = (lambda a: a[len("::ffff:"):]) if mapped else (lambda a: a)
+    return {"sock_family": sock.family.name, "mapped": mapped,
+            "laddr": strip(local[0]), "lport": local[1], "raddr": strip(peer[0]), "rport": peer[1]}
+
+
+def me():
+    with open("/proc/self/cgroup") as f:
+        v2 = re.search(r"^0::(.*)$", f.read(), re.M)
+    cgroup = v2.group(1) if v2 else None
+    return {"pid": os.getpid(), "tid": threading.get_native_id(), "uid": os.getuid(),
+            "user": "root", "comm": open("/proc/self/comm").read().strip(),
+            "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}
+
+
+def check(rec, sock, **extra):
+    want = {**as_seen(sock), **me(), **extra}
+    assert {k: rec.get(k) for k in want} == want
+    assert rec["cmdline"] == " ".join(open("/proc/self/cmdline", "rb").read().decode().split("\0")).strip()

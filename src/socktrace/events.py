@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -126,6 +127,7 @@ class ProcessArgs:
     truncated: bool
 
 
+@lru_cache(maxsize=65536)  # a busy server sees the same few addresses again and again
 def format_addr(raw: bytes, family: int) -> tuple[str, bool]:
     """Text form of an address and whether it is IPv4-mapped.
 

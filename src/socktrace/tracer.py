@@ -102,8 +102,11 @@ class Tracer:
         self._perf_lost += count
 
     # -- main loop --------------------------------------------------------
-    def _open_buffer(self) -> tuple[Callable[[int], None], Callable[[], None]]:
+    def _open_buffer(self, stop: threading.Event) -> tuple[Callable[[int], None], Callable[[], None]]:
         """Open the event buffer; return poll(timeout_ms) and drain().
+
+        The ring buffer is written without wakeups (socktrace.bpf.c), so
+        poll() waits out its interval (or a stop) and then drains it.
 
         bcc calls back through ctypes, which prints and swallows exceptions:
         the callbacks keep the first one and poll()/drain() raise it."""
@@ -130,7 +133,12 @@ class Tracer:
                 guarded(data, size)
                 return 0
             b["events"].open_ring_buffer(on_ring)
-            return checked(b.ring_buffer_poll), checked(b.ring_buffer_consume)
+            drain = checked(b.ring_buffer_consume)
+
+            def poll(ms: int) -> None:
+                stop.wait(ms / 1000)
+                drain()
+            return poll, drain
 
         def on_perf(cpu, data, size):
             guarded(data, size)
@@ -141,7 +149,7 @@ class Tracer:
     def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> None:
         """Trace until `stop` is set; reopen the outputs' files when
         `reopen` is set (SIGHUP)."""
-        poll, drain = self._open_buffer()
+        poll, drain = self._open_buffer(stop)
         p = self.probes
         self.sink.ready(ready_record(
             p.mode.value, [(m.value, r) for m, r in p.skipped], p.offsets_from,

@@ -76,3 +76,11 @@ def test_table_native_ipv6_and_plain_tcp():
 
 def test_unaccepted_label():
     assert " queued " in format_row(record(kind="unaccepted"))
+
+
+def test_json_without_orjson_is_the_same(monkeypatch):
+    from socktrace.output import jsonl
+    rec = record(comm=b"x\x1b")
+    fast = jsonl.dumps(rec)
+    monkeypatch.setattr(jsonl, "orjson", None)
+    assert json.loads(jsonl.dumps(rec)) == json.loads(fast) == {**rec}

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+
+try:
+    import orjson
+except ImportError:  # a distro Python without it (Debian 12 has no python3-orjson)
+    orjson = None
 from typing import Any, TextIO
 
 
 def dumps(rec: dict[str, Any]) -> str:
-    # json escapes control characters (\u001b), so comm/cmdline are safe
-    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
+    """One compact JSON object.  orjson is several times faster than
+    json.dumps on the tracer's hot path; both escape control characters
+    (\u001b), so comm and command lines are safe in a terminal, and both
+    write non-ASCII text as UTF-8."""
+    return _dumps_bytes(rec)[:-1].decode()
+
+
+def _dumps_bytes(rec: dict[str, Any]) -> bytes:
+    """The JSON line, newline included, as bytes."""
+    if orjson is not None:
+        return orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
+    return (json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 class JsonSink:
@@ -50,4 +65,5 @@ class JsonSink:
         self.out.flush()
 
     def _write(self, rec: dict[str, Any]) -> None:
-        self.out.write(dumps(rec) + "\n")
+        line = _dumps_bytes(rec)
+        self.out.write(line if getattr(self.out, "binary", False) else line.decode())

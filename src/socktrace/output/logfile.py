@@ -90,9 +90,11 @@ class LogWriter:
         self._warned = False
         self._compressor: threading.Thread | None = None
 
+    binary = True  # JsonSink hands it encoded lines
+
     # -- the stream API used by JsonSink ---------------------------------
-    def write(self, line: str) -> None:
-        data = line.encode()
+    def write(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
         self._lines.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= BATCH_BYTES:

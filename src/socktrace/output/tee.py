@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class Tee:
+    """The output interface (ready, existing, connection, lost, summary,
+    flush, reopen, close), fanned out; outputs lacking a method skip it."""
+
     def __init__(self, *sinks):
         self.sinks = sinks
+        # bound once: connection() runs per event
+        self._connection = [s.connection for s in sinks]
 
-    def __getattr__(self, name: str):
-        def call(*args: Any) -> None:
-            for sink in self.sinks:
-                method = getattr(sink, name, None)
-                if method is not None:
-                    method(*args)
-        return call
+    def connection(self, rec) -> None:
+        for write in self._connection:
+            write(rec)
+
+    def _all(self, name: str, *args) -> None:
+        for sink in self.sinks:
+            method = getattr(sink, name, None)
+            if method is not None:
+                method(*args)
+
+    def ready(self, rec) -> None:
+        self._all("ready", rec)
+
+    def existing(self, snap, socks, cache) -> None:
+        self._all("existing", snap, socks, cache)
+
+    def lost(self, rec) -> None:
+        self._all("lost", rec)
+
+    def summary(self, rec) -> None:
+        self._all("summary", rec)
+
+    def flush(self) -> None:
+        self._all("flush")
+
+    def reopen(self) -> None:
+        self._all("reopen")
+
+    def close(self) -> None:
+        self._all("close")

@@ -34,6 +34,7 @@
 #define STATE_ESTABLISHED 1
 #define STATE_SYN_SENT 2
 #define STATE_SYN_RECV 3
+#define STATE_LISTEN 10
 
 #ifdef USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -41,7 +42,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERF_OUTPUT(events);
 #endif
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-/* socket -> its connection, from handshake done to accept() */
+/* socket -> its connection, from the listener's clone to accept() */
 BPF_HASH(pending, u64, struct event, PENDING_MAX);
 /* pids Python holds in its process cache: their exec/exit is reported.
  * LRU: an evicted pid only costs one more cmdline_event. */
@@ -168,22 +169,39 @@ static __always_inline void report_connect(void *ctx, void *sk)
 	report(ctx, &e);
 }
 
-/* The handshake of `sk` completed in softirq context, where the current task
- * is not the owner: remember the connection until accept() takes it. */
-static __always_inline void track_unaccepted(const void *sk)
+/* A listener cloned `sk` for a new connection (LISTEN -> SYN_RECV, in
+ * softirq context, before the child enters the accept queue).  Remember it
+ * now, without its addresses, which are set after the clone: accept() may
+ * take the child from the queue before its SYN_RECV -> ESTABLISHED
+ * transition runs on another CPU, and the entry must already exist for
+ * accept() to remove it, or that transition would leave it behind. */
+static __always_inline void track_child(const void *sk)
 {
 	struct event e = {};
 	u64 key = (u64)sk;
 
-	e.type = EVENT_UNACCEPTED;
-	e.ts_ns = bpf_ktime_get_ns();
-	read_sock(&e, sk);
-	e.uid = read_u32(sk, OFF_SK_UID);  /* copied from the listener */
-	e.v6only = e.family == AF_INET6 ? sock_ipv6only(sk) : V6ONLY_UNKNOWN;
-	if (MAPPED_ONLY && !is_mapped(&e))
-		return;
+	e.ts_ns = bpf_ktime_get_ns();  /* type 0: handshake not complete */
 	if (pending.update(&key, &e))
 		count(STAT_PENDING_FULL);
+}
+
+/* The handshake of `sk` completed, in softirq context where the current
+ * task is not the owner: fill in the connection, unless accept() has
+ * already taken it. */
+static __always_inline void track_unaccepted(const void *sk)
+{
+	u64 key = (u64)sk;
+	struct event *e = pending.lookup(&key);
+
+	if (!e)
+		return;
+	e->type = EVENT_UNACCEPTED;
+	e->ts_ns = bpf_ktime_get_ns();
+	read_sock(e, sk);
+	e->uid = read_u32(sk, OFF_SK_UID);  /* copied from the listener */
+	e->v6only = e->family == AF_INET6 ? sock_ipv6only(sk) : V6ONLY_UNKNOWN;
+	if (MAPPED_ONLY && !is_mapped(e))
+		pending.delete(&key);
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
@@ -193,6 +211,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
+	if (args->oldstate == STATE_LISTEN && args->newstate == STATE_SYN_RECV) {
+		track_child(args->skaddr);
+		return 0;
+	}
 	if (args->oldstate == STATE_SYN_RECV && args->newstate == STATE_ESTABLISHED) {
 		track_unaccepted(args->skaddr);
 		return 0;

@@ -81,7 +81,12 @@ class Tracer:
         table = self.probes.bpf["pending"]
         now = time.monotonic_ns()
         for key, value in list(table.items()):
-            if not everything and now - value.ts_ns < self.unaccepted_after_ns:
+            young = now - value.ts_ns < self.unaccepted_after_ns
+            if value.type == 0:  # handshake not complete yet
+                if not young and now - value.ts_ns > 60 * 10**9:
+                    table.pop(key, None)   # a child that never completed it
+                continue
+            if not everything and young:
                 continue
             try:
                 del table[key]

@@ -4,6 +4,7 @@ about a socket.  Shared by tests/kernel and the VM suite (tests/vm)."""
 
 import json
 import os
+from collections import Counter
 import re
 import signal
 import socket
@@ -89,12 +90,28 @@ class Peer:
         self.proc.wait()
 
 
-def listener(family=socket.AF_INET6, v6only=0, host=None):
+def burst(peer, n: int, wait: bool = True):
+    """A dual-stack server (peer.py serve) and a client making `n` short
+    IPv4 connections to it (peer.py burst).  With `wait`, return once both
+    are done: (server, client, port, Counter of the client's ports: loopback
+    reuses ports, tcp_tw_reuse=2)."""
+    server = peer("serve", "6", "0", str(n))
+    port = server.read()["port"]
+    client = peer("burst", str(port), str(n))
+    ports = None
+    if wait:
+        assert client.read() == {"done": n}
+        ports = Counter(client.read()["ports"])
+        assert server.read() == {"done": True}
+    return server, client, port, ports
+
+
+def listener(family=socket.AF_INET6, v6only=0, host=None, backlog=64):
     s = socket.socket(family)
     if family == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
     s.bind((host or ("::" if family == socket.AF_INET6 else "127.0.0.1"), 0))
-    s.listen(64)
+    s.listen(backlog)
     return s
 
 

@@ -15,18 +15,15 @@ import socket
 import sys
 import time
 
+import helpers  # beside this file
+
 
 def say(**kw):
     print(json.dumps(kw), flush=True)
 
 
-def listener(family=socket.AF_INET6, v6only=0, host=None):
-    s = socket.socket(family)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-    s.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0))
-    s.listen(4096)
-    return s
+def listener(family=socket.AF_INET6, v6only=0):
+    return helpers.listener(family, v6only, backlog=4096)
 
 
 def main(role, *args):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import SOCKTRACE, Socktrace, check, listener
+from helpers import SOCKTRACE, Socktrace, burst, check, listener
 
 IPV6_V6ONLY = socket.IPV6_V6ONLY
 
@@ -100,12 +100,7 @@ def test_exec_refreshes_the_cached_command_line(tracer, peer):
 
 def test_burst_of_2000_connections_each_reported_once(socktrace, peer):
     st = socktrace("--probe", "tracepoint")
-    server = peer("serve", "6", "0", "2000")
-    port = server.read()["port"]
-    client = peer("burst", str(port), "2000")
-    assert client.read() == {"done": 2000}
-    ports = Counter(client.read()["ports"])  # loopback reuses ports (tcp_tw_reuse=2)
-    assert server.read() == {"done": True}
+    server, client, port, ports = burst(peer, 2000)
     st.wait_for(lambda r: r["type"] == "accept" and r["lport"] == port, count=2000, timeout=30)
     assert st.stop() == 0
     recs = st.records
@@ -236,13 +231,9 @@ def test_lost_events_are_counted_and_reported(socktrace, peer):
     """A 1-page ring buffer and a consumer stopped during a burst: the
     kernel must count what it could not submit, and socktrace report it."""
     st = socktrace("--probe", "tracepoint", "--buffer-pages", "1")
-    server = peer("serve", "6", "0", "500")
-    port = server.read()["port"]
     os.kill(st.proc.pid, signal.SIGSTOP)
     try:
-        client = peer("burst", str(port), "500")
-        assert client.read() == {"done": 500}
-        assert server.read() == {"done": True}
+        server, client, port, _ = burst(peer, 500)
     finally:
         os.kill(st.proc.pid, signal.SIGCONT)
     lost = st.wait_for(lambda r: r["type"] == "lost")[-1]["lost"]

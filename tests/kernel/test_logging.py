@@ -2,8 +2,8 @@
 
 import gzip
 import json
-import os
 from collections import Counter
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import SOCKTRACE, Socktrace
+from helpers import SOCKTRACE, Socktrace, burst
 
 
 def read_lines(path):
@@ -50,12 +50,7 @@ def test_5000_connections_while_rotating(tmp_path, peer):
     log = tmp_path / "log"
     proc = start("-q", "-o", str(log), "--rotate-size", "64K", "--rotate-keep", "999", "--rotate-gzip")
     wait_ready(log, proc)
-    server = peer("serve", "6", "0", "5000")
-    port = server.read()["port"]
-    client = peer("burst", str(port), "5000")
-    assert client.read() == {"done": 5000}
-    ports = Counter(client.read()["ports"])  # loopback reuses ports (tcp_tw_reuse=2)
-    assert server.read() == {"done": True}
+    server, client, port, ports = burst(peer, 5000)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     assert proc.stdout.read() == "" and proc.stderr.read() == ""
@@ -72,9 +67,7 @@ def test_sigterm_under_load_leaves_summary_last(tmp_path, peer):
     log = tmp_path / "log"
     proc = start("-q", "-o", str(log))
     wait_ready(log, proc)
-    server = peer("serve", "6", "0", "20000")
-    port = server.read()["port"]
-    peer("burst", str(port), "20000")
+    burst(peer, 20000, wait=False)
     time.sleep(1.5)                       # mid-load
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
@@ -90,8 +83,7 @@ def test_kill_9_leaves_at_most_the_last_line_partial(tmp_path, peer):
     log = tmp_path / "log"
     proc = start("-q", "-o", str(log))
     wait_ready(log, proc)
-    server = peer("serve", "6", "0", "20000")
-    peer("burst", str(server.read()["port"]), "20000")
+    burst(peer, 20000, wait=False)
     time.sleep(1.5)
     proc.kill()
     proc.wait()
@@ -214,10 +206,7 @@ def test_report_on_a_real_log(tmp_path, peer):
     log = tmp_path / "log"
     proc = start("-q", "-o", str(log))
     wait_ready(log, proc)
-    server = peer("serve", "6", "0", "30")
-    port = server.read()["port"]
-    peer("burst", str(port), "30").read()
-    server.read()
+    server, _, port, _ = burst(peer, 30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     r = subprocess.run([SOCKTRACE, "report", str(log)], capture_output=True, text=True)

@@ -110,3 +110,15 @@ def test_lost_events_reported_once_per_change(tmp_path):
     tracer.check_lost()
     tracer.check_lost()
     assert sink.records == [{"type": "lost", "lost": 7, "unaccepted_untracked": 0}]
+
+
+def test_handshake_in_progress_is_not_reported(tmp_path):
+    """An entry made at the listener's clone (type 0) waits for its
+    handshake; one that never completes it goes after a minute, silently."""
+    tracer, sink = make(tmp_path)
+    pending = tracer.probes.bpf["pending"]
+    now = time.monotonic_ns()
+    pending[1] = RawEvent(ts_ns=now - 5 * 10**9)
+    pending[2] = RawEvent(ts_ns=now - 120 * 10**9)
+    tracer.sweep_unaccepted(everything=True)
+    assert sink.records == [] and list(pending) == [1]

@@ -10,16 +10,16 @@ host: its name does not start with test_.
 """
 
 import os
+from collections import Counter
 import socket
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
-from helpers import Peer, Socktrace, as_seen, listener, me  # noqa: E402
+from helpers import Peer, Socktrace, as_seen, burst, listener, me  # noqa: E402
 
 CONFIG = os.environ.get("SOCKTRACE_TEST_CONFIG", "tracepoint")
 PROBE = os.environ.get("SOCKTRACE_TEST_PROBE", CONFIG)
@@ -125,11 +125,7 @@ def test_connection_never_accepted(run):
 
 def test_burst_each_reported_once(run):
     st, _, _ = run
-    server = Peer("serve", "6", "0", "300")
-    client = Peer("burst", str(server.read()["port"]), "300")
-    assert client.read() == {"done": 300}
-    ports = Counter(client.read()["ports"])
-    assert server.read() == {"done": True}
+    server, client, _, ports = burst(Peer, 300)
     accepts = st.wait_for(lambda r: r["type"] == "accept" and r["rport"] in ports
                           and r["pid"] == server.pid, count=300, timeout=120)
     assert Counter(r["rport"] for r in accepts) == ports

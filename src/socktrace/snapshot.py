@@ -9,7 +9,7 @@ classifying (a pure function) and from formatting (output/snapshot_text.py).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from .kernel import netns
@@ -74,7 +74,6 @@ class Snapshot:
     bindv6only: int | None
     hidden_processes: int = 0          # /proc/PID/fd unreadable (not root)
     hidden_sockets: int = 0            # sockets whose owner could not be seen
-    namespaces: list[int] = field(default_factory=list)
 
 
 def _unmap(addr: str) -> tuple[str, bool]:
@@ -146,14 +145,12 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
 
     owners = {ino: owners_of(pids) for ino, pids in by_inode.items()}
     sockets: list[Sock] = []
-    seen_ns = []
     for path in namespaces:
         with netns.entered(path) as ns:
             raw = dump_tcp(socket.AF_INET6) + dump_tcp(socket.AF_INET)
-        seen_ns.append(ns)
         sockets += classify(raw, owners, ns)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)
-    return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets, seen_ns)
+    return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets)
 
 
 def record(s: Sock, user: str | None) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class Tracer:
         self.probes = probes
         self.sink = sink
         self.filter = flt
+        # per event: no call at all when nothing is filtered in userspace
+        self._matches = None if flt == Filter() else flt.matches
         self.cache = cache or ProcessCache()
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
         self.find_listeners = find_listeners
@@ -59,7 +61,7 @@ class Tracer:
     def _emit(self, c: Connection) -> None:
         if c.kind is Kind.UNACCEPTED:
             c = self._attribute_to_listener(c)
-        if not self.filter.matches(c):
+        if self._matches is not None and not self._matches(c):
             return
         proc = self.cache.process(c.pid) if c.pid else NO_PROCESS
         self.sink.connection(connection_record(c, proc, self.cache.user(c.uid)))

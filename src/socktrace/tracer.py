@@ -34,7 +34,6 @@ class Tracer:
                  find_listeners: Callable[[int], list[int]] = listener_pids):
         self.probes = probes
         self.sink = sink
-        self.filter = flt
         # per event: no call at all when nothing is filtered in userspace
         self._matches = None if flt == Filter() else flt.matches
         self.cache = cache or ProcessCache()

@@ -32,17 +32,20 @@ struct event {
 	__u8  v6only;       /* listener's IPV6_V6ONLY: 0, 1 or V6ONLY_UNKNOWN */
 	__u16 family;       /* the socket's family: AF_INET or AF_INET6 */
 	__u32 pid;          /* process (tgid); 0 when unknown */
-	__u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 sk;           /* kernel address of the socket: a connection id */
 	__u64 cgroup_id;    /* cgroup v2 id: the inode of its cgroupfs directory */
 	__u32 tid;
 	__u32 uid;
 	__u32 netns;        /* network namespace inode number */
-	__u16 sport;        /* local port */
-	__u16 dport;        /* peer port */
 	__u8  saddr[16];    /* local address */
 	__u8  daddr[16];    /* peer address */
 	char  comm[COMM_LEN];
+	/* Last, what differs between the connections of one thread and
+	 * address pair: Python copies the rest from the previous such
+	 * connection's record (events.origin). */
+	__u16 sport;        /* local port */
+	__u16 dport;        /* peer port */
+	__u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 sk;           /* kernel address of the socket: a connection id */
 };
 
 /* Read from the process's own memory at its first connection, so the

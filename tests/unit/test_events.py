@@ -1,4 +1,5 @@
 import ctypes
+import dataclasses
 import socket
 import subprocess
 import textwrap
@@ -47,6 +48,17 @@ def test_decode_mapped_accept():
         netns=4026531840, cgroup_id=0, sock_family="AF_INET6", mapped=True,
         laddr="10.0.0.12", lport=4243, raddr="10.0.0.20", rport=64702, v6only=False)
     assert c.peer_is_ipv4
+
+
+def test_decoded_connection_is_a_normal_frozen_dataclass():
+    """decode() builds Connection without its __init__ (events._connection):
+    the result must still be frozen, hash and compare like one built by it."""
+    c = decode(raw(), 0)
+    built = Connection(**{f.name: getattr(c, f.name) for f in dataclasses.fields(Connection)})
+    assert (c, hash(c), repr(c)) == (built, hash(built), repr(built))
+    assert dataclasses.replace(c, pid=1).pid == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.pid = 1
 
 
 def test_decode_native_ipv6_connect_has_no_v6only():
@@ -105,5 +117,7 @@ def test_event_struct_matches_raw_event():
     assert EVENT_STRUCT.size == ctypes.sizeof(RawEvent)
     e = RawEvent.from_buffer_copy(raw(comm=b"nginx"))
     fields = EVENT_STRUCT.unpack_from(raw(comm=b"nginx"))
-    assert fields[:12] == tuple(getattr(e, f) for f, _ in RawEvent._fields_[:12])
-    assert fields[14].rstrip(b"\0") == b"nginx"
+    scalars = [i for i, (f, t) in enumerate(RawEvent._fields_) if not hasattr(t, "_length_")]
+    assert [fields[i] for i in scalars] == [getattr(e, RawEvent._fields_[i][0]) for i in scalars]
+    names = [f for f, _ in RawEvent._fields_]
+    assert fields[names.index("comm")].rstrip(b"\0") == b"nginx"

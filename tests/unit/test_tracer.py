@@ -1,8 +1,10 @@
 """The collector's logic, with the kernel side replaced by plain tables."""
 
+import socket
 import time
 
-from socktrace.events import RawEvent, STAT_LOST
+from socktrace.events import RawEvent, STAT_LOST, decode
+from socktrace.output.records import connection_record
 from socktrace.filters import Filter
 from socktrace.probes import Mode, Probes
 from socktrace.procinfo import ProcessCache
@@ -32,10 +34,13 @@ class Sink:
     def __init__(self):
         self.records = []
 
-    def connection(self, rec):
+    def connections(self, recs):
+        self.records.extend(recs)
+
+    def lost(self, rec):
         self.records.append(rec)
 
-    lost = summary = ready = connection
+    summary = ready = lost
 
     def flush(self):
         pass
@@ -57,6 +62,28 @@ def test_connections_become_records_with_process_data(tmp_path):
     assert [r["rport"] for r in sink.records] == [64702, 64703]
     assert sink.records[0]["cmdline"] == "java -jar backup.jar"
     assert tracer.cache.lookups == 1  # one lookup per process, not per event
+
+
+def test_records_copied_from_an_earlier_connection_equal_built_ones(tmp_path):
+    """Events of one origin (events.origin) get their record copied from
+    the previous one with new time and ports: it must be the record that
+    decoding and building it would give, for every kind of event."""
+    fake_proc(tmp_path, 31307, "java", [b"java", b"-jar", b"app.jar"])
+    fake_proc(tmp_path, 4242, "curl", [b"curl", b"http://10.0.0.12/"])
+    events = []
+    for i in range(50):
+        events.append(raw(dport=50000 + i, ts_ns=10**9 + i * 1000))
+        events.append(raw("connect", pid=4242, tid=4242, family=socket.AF_INET, saddr="10.0.0.20",
+                          daddr="10.0.0.12", sport=40000 + i, dport=80, v6only=0xff, sk=i))
+        events.append(raw(daddr="::ffff:10.0.0.21" if i % 2 else "2001:db8::7", dport=i))
+    tracer, sink = make(tmp_path)
+    tracer._on_events(events)
+    cache = ProcessCache(procfs=str(tmp_path), users=lambda uid: "root")
+    built = [connection_record(c, cache.process(c.pid), "root")
+             for c in (decode(e, tracer.wall_offset_ns) for e in events)]
+    assert sink.records == built
+    assert len(tracer._by_origin) == 4   # java x 3 peers, curl x 1
+    assert sum(tracer.counts.values()) == 150
 
 
 def test_exec_notice_refreshes_the_command_line(tmp_path):

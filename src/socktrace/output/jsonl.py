@@ -20,6 +20,11 @@ def dumps(rec: dict[str, Any]) -> str:
     return _dumps_bytes(rec)[:-1].decode()
 
 
+if orjson is not None:
+    _orjson_line = orjson.dumps
+    _NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
 def _dumps_bytes(rec: dict[str, Any]) -> bytes:
     """The JSON line, newline included, as bytes."""
     if orjson is not None:
@@ -45,8 +50,10 @@ class JsonSink:
         self._write(rec)
         self.flush()
 
-    def connection(self, rec: dict[str, Any]) -> None:
-        self._write(rec)
+    def connections(self, recs: list[dict[str, Any]]) -> None:
+        lines = b"".join([_dumps_bytes(rec) for rec in recs] if orjson is None else
+                         [_orjson_line(rec, option=_NEWLINE) for rec in recs])
+        self.out.write(lines if getattr(self.out, "binary", False) else lines.decode())
 
     def existing(self, snap, socks, cache) -> None:
         """The mapped connections that existed before tracing began."""
@@ -65,5 +72,4 @@ class JsonSink:
         self.out.flush()
 
     def _write(self, rec: dict[str, Any]) -> None:
-        line = _dumps_bytes(rec)
-        self.out.write(line if getattr(self.out, "binary", False) else line.decode())
+        self.connections([rec])

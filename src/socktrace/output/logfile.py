@@ -93,8 +93,9 @@ class LogWriter:
     binary = True  # JsonSink hands it encoded lines
 
     # -- the stream API used by JsonSink ---------------------------------
-    def write(self, line: str | bytes) -> None:
-        data = line.encode() if isinstance(line, str) else line
+    def write(self, lines: str | bytes) -> None:
+        """One or more whole lines, each ending in a newline."""
+        data = lines.encode() if isinstance(lines, str) else lines
         self._lines.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= BATCH_BYTES:
@@ -135,11 +136,10 @@ class LogWriter:
         self.size = os.fstat(fd).st_size
 
     # -- internals --------------------------------------------------------
-    def _write_records(self, records: list[bytes]) -> None:
-        note = [(dumps({"type": "unwritten", "records": self.unwritten, "reason": "disk full"})
-                 + "\n").encode()] if self.unwritten else []
-        lines = note + records
-        data = b"".join(lines)
+    def _write_records(self, chunks: list[bytes]) -> None:
+        note = (dumps({"type": "unwritten", "records": self.unwritten, "reason": "disk full"})
+                + "\n").encode() if self.unwritten else b""
+        data = note + b"".join(chunks)
         if self.rotate_size and self.size and self.size + len(data) > self.rotate_size:
             self._rotate()
         try:
@@ -154,18 +154,15 @@ class LogWriter:
             self.unwritten = 0
             return
         # Disk full: keep the complete lines written, cut a partial one.
-        done = whole = 0
-        while whole < len(lines) and done + len(lines[whole]) <= n:
-            done += len(lines[whole])
-            whole += 1
+        done = data.rfind(b"\n", 0, n) + 1
         if done < n:
             os.ftruncate(self.fd, self.size + done)
         self.size += done
-        if note and whole:
+        if note and done >= len(note):
             self.unwritten = 0
-        written = whole - len(note) if whole else 0
-        self.unwritten += len(records) - written
-        self.unwritten_total += len(records) - written
+        lost = data.count(b"\n", max(done, len(note)))  # record lines not written
+        self.unwritten += lost
+        self.unwritten_total += lost
         if not self._warned:
             self._warned = True
             self.err.write(f"socktrace: WARNING: {self.path}: disk full; tracing goes on, "

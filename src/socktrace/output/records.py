@@ -19,12 +19,12 @@ def _second(sec: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
-def iso_time(c: Connection) -> str:
-    """ISO 8601 UTC with microseconds: 1700000001123456000 ns ->
+def iso_time(time_ns: int) -> str:
+    """ISO 8601 UTC with microseconds: 1700000001123456000 ->
     '2023-11-14T22:13:21.123456Z' (the seconds part cached: events come in
     bursts within the same second)."""
-    sec, ns = divmod(c.time_ns, 1_000_000_000)
-    return f"{_second(sec)}.{ns // 1000:06d}Z"
+    sec, ns = divmod(time_ns, 1_000_000_000)
+    return "%s.%06dZ" % (_second(sec), ns // 1000)  # faster than an f-string with a format spec
 
 
 def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dic
     """
     rec: dict[str, Any] = {
         "type": c.kind.value,
-        "time": iso_time(c),
+        "time": iso_time(c.time_ns),
         "pid": c.pid or None,
         "tid": c.tid or None,
         "comm": c.comm or None,
@@ -54,6 +54,20 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dic
     }
     if c.kind is not Kind.CONNECT:
         rec["v6only"] = c.v6only
+    return rec
+
+
+def record_like(template: dict[str, Any], time_ns: int, lport: int, rport: int) -> dict[str, Any]:
+    """The record of a connection that differs from the one of `template`
+    only in its time and ports (see events.origin): a copy, not a rebuild.
+
+    >>> record_like({"type": "accept", "time": "", "lport": 80, "rport": 1}, 0, 80, 2)
+    {'type': 'accept', 'time': '1970-01-01T00:00:00.000000Z', 'lport': 80, 'rport': 2}
+    """
+    rec = template.copy()
+    rec["time"] = iso_time(time_ns)
+    rec["lport"] = lport
+    rec["rport"] = rport
     return rec
 
 

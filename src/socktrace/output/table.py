@@ -64,8 +64,8 @@ class TableSink:
         self.out.write(HEADER + "\n")
         self.out.flush()
 
-    def connection(self, rec: dict[str, Any]) -> None:
-        self.out.write(format_row(rec) + "\n")
+    def connections(self, recs: list[dict[str, Any]]) -> None:
+        self.out.write("".join(format_row(rec) + "\n" for rec in recs))
 
     def existing(self, snap, socks, cache) -> None:
         """The mapped connections that existed before tracing began."""

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 
 class Tee:
-    """The output interface (ready, existing, connection, lost, summary,
+    """The output interface (ready, existing, connections, lost, summary,
     flush, reopen, close), fanned out; outputs lacking a method skip it."""
 
     def __init__(self, *sinks):
         self.sinks = sinks
-        # bound once: connection() runs per event
-        self._connection = [s.connection for s in sinks]
 
-    def connection(self, rec) -> None:
-        for write in self._connection:
-            write(rec)
+    def connections(self, recs) -> None:
+        for sink in self.sinks:
+            sink.connections(recs)
 
     def _all(self, name: str, *args) -> None:
         for sink in self.sinks:

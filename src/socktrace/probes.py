@@ -18,11 +18,13 @@ import platform
 import re
 import tempfile
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from .kernel import headers
 from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
+from .kernel.trampoline import fexit_refused
 
 
 class Mode(str, enum.Enum):
@@ -36,6 +38,7 @@ AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 RINGBUF_PAGES = 1024     # 4 MiB: ~40,000 events
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # connections between handshake and accept()
+FEXIT_TARGET = "inet_csk_accept"
 
 
 class ProbeError(Exception):
@@ -116,10 +119,15 @@ def btf_defines(btf: BTF) -> dict[str, int]:
     return d
 
 
-def why_unavailable(mode: Mode, bpf_class, tracefs: str) -> str | None:
-    """A one-line reason `mode` cannot work here, if one shows before loading."""
-    if mode is Mode.KFUNC and not bpf_class.support_kfunc():
-        return "kernel has no BPF trampolines for fentry/fexit (needs x86_64, BTF, Linux 5.5+)"
+def why_unavailable(mode: Mode, tracefs: str,
+                    fexit_refusal: Callable[[], str | None] = lambda: None) -> str | None:
+    """A one-line reason `mode` cannot work here, if one shows before
+    compiling.  For kfunc the kernel is asked with a test program
+    (kernel/trampoline.py), rather than through bcc's support_kfunc(),
+    which reads all of /proc/kallsyms (0.1 s) and says yes where the
+    kernel then refuses."""
+    if mode is Mode.KFUNC:
+        return fexit_refusal()
     if mode is Mode.KPROBE and not (
             os.path.exists(os.path.join(tracefs, "kprobe_events"))
             or os.path.exists("/sys/bus/event_source/devices/kprobe/type")):
@@ -160,6 +168,7 @@ class Loader:
         self.ringbuf = (kernel_version(self.release) >= (5, 8)) if buffer == "auto" else buffer == "ring"
         self.buffer_pages = buffer_pages or (RINGBUF_PAGES if self.ringbuf else PERFBUF_PAGES)
         self._tmp = tempfile.TemporaryDirectory(prefix="socktrace-", dir=headers.scratch_dir())
+        self._fexit_target: int | None = None   # BTF id of FEXIT_TARGET, once read
         self.header_tree, self.defines, self.offsets_from = self._kernel_layout()
 
     def _kernel_layout(self) -> tuple[Path | None, dict[str, int], str]:
@@ -174,6 +183,7 @@ class Loader:
         try:
             with BTF(self.btf_path) as btf:
                 defines = btf_defines(btf)
+                self._fexit_target = btf.func_id(FEXIT_TARGET)
         except BTFError as exc:
             raise ProbeError(f"no kernel headers and {exc}") from None
         try:
@@ -196,7 +206,7 @@ class Loader:
     def load(self, mode: Mode) -> Probes:
         """Compile, load and attach in `mode`; raise ProbeError with a reason."""
         BPF = self.bcc.BPF
-        reason = why_unavailable(mode, BPF, self.tracefs)
+        reason = why_unavailable(mode, self.tracefs, self._fexit_refusal)
         if reason:
             raise ProbeError(reason)
 
@@ -217,6 +227,15 @@ class Loader:
         except Exception as exc:
             raise ProbeError(_bcc_error(exc)) from None
         return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages)
+
+    def _fexit_refusal(self) -> str | None:
+        if self._fexit_target is None:
+            try:
+                with BTF(self.btf_path) as btf:
+                    self._fexit_target = btf.func_id(FEXIT_TARGET)
+            except BTFError as exc:
+                return f"no fexit without kernel BTF: {exc}"
+        return fexit_refused(self._fexit_target)
 
     def load_first(self, modes: tuple[Mode, ...]) -> Probes:
         """Try `modes` in order; the first that loads wins.  The reasons of the

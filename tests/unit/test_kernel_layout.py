@@ -2,7 +2,6 @@
 
 import re
 import subprocess
-import types
 
 import pytest
 
@@ -90,12 +89,13 @@ def test_kernel_version():
 
 
 def test_why_unavailable(tmp_path):
-    no_kfunc = types.SimpleNamespace(support_kfunc=lambda: False)
-    assert "no BPF trampolines" in why_unavailable(Mode.KFUNC, no_kfunc, str(tmp_path))
-    assert "no kprobes" in why_unavailable(Mode.KPROBE, no_kfunc, str(tmp_path))
+    refused = lambda: "the kernel refused to load an fexit program (EPERM)"
+    assert why_unavailable(Mode.KFUNC, str(tmp_path), refused) == refused()
+    assert why_unavailable(Mode.KFUNC, str(tmp_path), lambda: None) is None
+    assert "no kprobes" in why_unavailable(Mode.KPROBE, str(tmp_path))
     (tmp_path / "kprobe_events").write_text("")
-    assert why_unavailable(Mode.KPROBE, no_kfunc, str(tmp_path)) is None
-    assert why_unavailable(Mode.TRACEPOINT, no_kfunc, str(tmp_path)) is None
+    assert why_unavailable(Mode.KPROBE, str(tmp_path)) is None
+    assert why_unavailable(Mode.TRACEPOINT, str(tmp_path)) is None
 
 
 def test_bcc_error_one_line():

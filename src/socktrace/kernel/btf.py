@@ -152,6 +152,11 @@ class BTF:
             total += field.bit_offset
         return Field(total, field.bit_size)
 
+    def func_id(self, func: str) -> int:
+        """The BTF type id of kernel function `func` (what fentry/fexit
+        programs name as their attach point)."""
+        return self._find(func, _KIND_FUNC)
+
     def func_param_count(self, func: str) -> int:
         """How many parameters kernel function `func` takes."""
         proto = self._type(self._find(func, _KIND_FUNC)).size_or_type

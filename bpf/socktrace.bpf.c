@@ -5,13 +5,13 @@
  * Python compiles this with bcc and picks the probe strategy with one of
  *   -DPROBE_KFUNC       fexit on inet_csk_accept and tcp_v6_connect
  *   -DPROBE_KPROBE      kprobe/kretprobe on the same functions
- *   -DPROBE_TRACEPOINT  sock:inet_sock_set_state + the syscalls' exits, for
+ *   -DPROBE_TRACEPOINT  inet_sock_set_state + the syscalls' exits, for
  *                       kernels with neither kprobes nor fentry
  * and the settings MAPPED_ONLY, FILTER_PID, USE_RINGBUF, RINGBUF_PAGES,
  * PENDING_MAX, ACCEPT_NARGS (see socktrace/probes.py).
  *
  * Three things are shared by all strategies:
- *  - the tracepoint sock:inet_sock_set_state keeps `pending`, the
+ *  - the (raw) tracepoint inet_sock_set_state keeps `pending`, the
  *    connections that finished the handshake and are not accepted yet; an
  *    accept removes its entry, Python reports the ones left too long;
  *  - the syscall exits of accept()/accept4() back up the kernel-function
@@ -204,33 +204,44 @@ static __always_inline void track_unaccepted(const void *sk)
 		pending.delete(&key);
 }
 
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+static __always_inline bool is_tcp_sock(const void *sk)
 {
-	u32 tid;
-	u64 sk;
+	return read_u16(sk, OFF_SK_PROTOCOL) == IPPROTO_TCP;
+}
 
-	if (args->protocol != IPPROTO_TCP)
-		return 0;
-	if (args->oldstate == STATE_LISTEN && args->newstate == STATE_SYN_RECV) {
-		track_child(args->skaddr);
+/* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection
+ * passes about ten state changes and three of them matter.  The raw one
+ * hands over (sk, oldstate, newstate) as they are and the others cost two
+ * compares; the classic tracepoint first copies both addresses and ports
+ * into a trace record for each of them. */
+RAW_TRACEPOINT_PROBE(inet_sock_set_state)
+{
+	const void *sk = (const void *)ctx->args[0];
+	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
+	u32 tid;
+	u64 key;
+
+	if (oldstate == STATE_LISTEN && newstate == STATE_SYN_RECV) {
+		if (is_tcp_sock(sk))
+			track_child(sk);
 		return 0;
 	}
-	if (args->oldstate == STATE_SYN_RECV && args->newstate == STATE_ESTABLISHED) {
-		track_unaccepted(args->skaddr);
+	if (oldstate == STATE_SYN_RECV && newstate == STATE_ESTABLISHED) {
+		track_unaccepted(sk);  /* only children track_child saw */
 		return 0;
 	}
-	if (args->newstate != STATE_SYN_SENT)
+	if (newstate != STATE_SYN_SENT || !is_tcp_sock(sk))
 		return 0;
 #ifndef PROBE_TRACEPOINT
-	if (args->family == AF_INET6)
+	if (sock_family(sk) == AF_INET6)
 		return 0;  /* the tcp_v6_connect probe reports these */
 #endif
 	/* Process context: the connecting thread.  The source port is picked
 	 * after this transition (inet_hash_connect in tcp_v4_connect), so the
 	 * event waits for connect() to return. */
 	tid = (u32)bpf_get_current_pid_tgid();
-	sk = (u64)args->skaddr;
-	connecting.update(&tid, &sk);
+	key = (u64)sk;
+	connecting.update(&tid, &key);
 	return 0;
 }
 

@@ -3,7 +3,7 @@
 Modes, cheapest first (the order `auto` tries them):
   kfunc       fexit on inet_csk_accept and tcp_v6_connect (BPF trampolines)
   kprobe      kprobe/kretprobe on the same functions
-  tracepoint  sock:inet_sock_set_state and the syscalls' exit tracepoints,
+  tracepoint  inet_sock_set_state (raw) and the syscalls' exit tracepoints,
               for kernels with neither (no CONFIG_KPROBES, fentry refused)
 All modes share the tracepoints that catch what a function probe misses
 (see bpf/socktrace.bpf.c).
@@ -67,6 +67,8 @@ class Probes:
         b = self.bpf
         for name in list(b.tracepoint_fds):
             b.detach_tracepoint(name)
+        for name in list(b.raw_tracepoint_fds):
+            b.detach_raw_tracepoint(name)
         for name in list(b.kprobe_fds):
             b.detach_kprobe_event(name)
         for name in list(b.kfunc_exit_fds):

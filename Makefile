@@ -16,7 +16,7 @@ APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool \
                 qemu-system-x86 debootstrap e2fsprogs vagrant
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
-.PHONY: setup system run test test-vm unit bench bench-snapshot install uninstall clean
+.PHONY: setup system run test test-vm unit bench bench-host bench-vm bench-snapshot install uninstall clean
 
 setup: system $(VENV)/.installed
 
@@ -49,11 +49,18 @@ test-vm: setup
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace
 
-# socktrace against no tracer and bpftrace under nginx + ab (bench/results/conn.md)
-bench: setup
+# socktrace against no tracer, bpftrace and bcc's tools under nginx + ab:
+# on this machine (bench/results/conn.md) and in the test VM, where every
+# probe mode and bcc's tools run (bench/results/conn-vm.md)
+bench: bench-host bench-vm
+
+bench-host: setup
 	@command -v nginx >/dev/null && command -v ab >/dev/null && command -v bpftrace >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light apache2-utils bpftrace >/dev/null
 	$(VENV)/bin/python bench/conn_bench.py
+
+bench-vm: setup
+	bench/vm_bench.sh
 
 # 10,000 established connections: socktrace snapshot against ss -tanp
 bench-snapshot: setup

@@ -23,6 +23,9 @@ apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-pip python3-click python3-pytest \
     make gcc libc6-dev curl iproute2 net-tools procps util-linux \
     default-jdk-headless nginx-light openssh-server ca-certificates
+# the tools one would compare socktrace with, and ab for the benchmark
+# (bench/vm_bench.sh runs bench/conn_bench.py in this VM)
+apt-get install -y -qq --no-install-recommends bpfcc-tools bpftrace apache2-utils
 
 # --- demo services --------------------------------------------------------
 install -d /opt/socktrace-demo

@@ -52,9 +52,29 @@ demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo "SOCKTRACE-VM-END demo rc=0 seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
+bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
+    echo "SOCKTRACE-VM-BEGIN bench"
+    start=$(cut -d' ' -f1 /proc/uptime)
+    mkdir -p /tmp/results /var/log/nginx /var/lib/nginx
+    hostname socktrace-vm
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+    mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
+    BENCH_RESULTS=/tmp/results BENCH_NAME=conn-vm BENCH_MODES="kfunc kprobe tracepoint" \
+        BENCH_MACHINE_NOTE=" (Debian 12 in qemu, TCG software emulation)" \
+        N=${BENCH_N:-3000} ROUNDS=${BENCH_ROUNDS:-3} BENCH_AUTO_STARTS=1 \
+        python3 /socktrace/bench/conn_bench.py > /tmp/results/bench.out 2>&1
+    rc=$?
+    cat /tmp/results/bench.out
+    for f in conn-vm.json conn-vm.md; do
+        echo "SOCKTRACE-VM-FILE $f"; cat "/tmp/results/$f" 2>/dev/null; echo "SOCKTRACE-VM-FILE-END"
+    done
+    echo "SOCKTRACE-VM-END bench rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+}
+
 for config in ${SOCKTRACE_VM_CONFIGS:-kfunc kprobe tracepoint headerless demo}; do
     case $config in
     demo) demo ;;
+    bench) bench ;;
     headerless)   # hide the kernel headers: the BTF path must work alone
         for d in /usr/src/linux-headers-*; do mount -t tmpfs tmpfs "$d"; done
         run headerless auto

@@ -10,7 +10,7 @@ TOP=$(cd "$(dirname "$0")/../.." && pwd)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage" "$OUT/project.img"' EXIT
 mkdir "$stage/tests"
-cp -r "$TOP/src" "$TOP/bpf" "$stage/"
+cp -r "$TOP/src" "$TOP/bpf" "$TOP/bench" "$stage/"
 cp -r "$TOP/tests/kernel" "$TOP/tests/vm" "$stage/tests/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 mkfs.ext4 -q -F -L socktrace -d "$stage" "$OUT/project.img" 64M

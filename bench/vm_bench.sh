@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# bench/conn_bench.py in the Debian VM of tests/vm (Linux 6.1 with kprobes and
+# fentry), where every socktrace probe mode and bcc's own tools run.  qemu
+# emulates the CPU (TCG), so absolute rates are far below the host's; the
+# ratios within the run are what compare.
+#
+# Writes bench/results/conn-vm.json and conn-vm.md.  Run as root: make bench.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+CACHE=${SOCKTRACE_VM_CACHE:-/var/cache/socktrace-vm}
+"$TOP/tests/vm/build-image.sh" "$CACHE"
+console=$(mktemp)
+trap 'rm -f "$console"' EXIT
+VM_CONFIGS=bench VM_TIMEOUT=${VM_TIMEOUT:-3600} "$TOP/tests/vm/run-vm.sh" "$CACHE" | tr -d '\r' > "$console"
+cp "$console" "$CACHE/bench-console.log"   # the rounds, for a look afterwards
+grep -q "SOCKTRACE-VM-END bench rc=0" "$console" || { tail -40 "$console"; echo "vm bench failed" >&2; exit 1; }
+mkdir -p "$HERE/results"
+for f in conn-vm.json conn-vm.md; do
+    awk -v f="$f" '$0 == "SOCKTRACE-VM-FILE " f {on=1; next} /^SOCKTRACE-VM-FILE-END/ {on=0} on' \
+        "$console" > "$HERE/results/$f"
+done
+cat "$HERE/results/conn-vm.md"

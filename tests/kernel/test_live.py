@@ -12,6 +12,7 @@ import time
 import pytest
 
 from helpers import SOCKTRACE, Socktrace, burst, check, listener
+from socktrace.kernel.compiler_memory import droppable, read_smaps
 
 IPV6_V6ONLY = socket.IPV6_V6ONLY
 
@@ -150,6 +151,16 @@ def test_function_probe_modes_fail_here_with_one_line(mode):
 def test_auto_says_why_modes_were_skipped(tracer):
     assert tracer.ready["probe"] == "tracepoint"
     assert set(tracer.ready["skipped"]) == {"kfunc", "kprobe"}
+
+
+def test_compiler_code_is_dropped_once_loaded(tracer):
+    """bcc leaves LLVM and clang resident after compiling; socktrace drops
+    their clean pages (kernel/compiler_memory.py): issue 6 asks <= 100 MB."""
+    with open(f"/proc/{tracer.proc.pid}/smaps") as f:
+        maps = read_smaps(f.read())
+    assert sum(m.rss_kb for m in maps if "libLLVM" in m.path) > 0  # it is loaded
+    assert sum(m.rss_kb for m in droppable(maps)) < 1024
+    assert sum(m.rss_kb for m in maps) < 100 * 1024
 
 
 def test_mapped_only_filters_in_the_kernel(socktrace):

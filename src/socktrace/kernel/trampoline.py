@@ -3,7 +3,7 @@
 bcc reports fentry/fexit support by the presence of a kernel symbol, but a
 kernel can still refuse such programs at load time (this project's CI
 kernel answers EPERM to root).  Compiling socktrace's fexit program
-to find that out costs 0.3 s of start-up; loading and attaching a
+to find that out costs 0.4 s of start-up; loading and attaching a
 two-instruction fexit program through libbpf takes about a millisecond.
 """
 

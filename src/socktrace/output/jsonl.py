@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -20,16 +21,14 @@ def dumps(rec: dict[str, Any]) -> str:
     return _dumps_bytes(rec)[:-1].decode()
 
 
-if orjson is not None:
-    _orjson_line = orjson.dumps
-    _NEWLINE = orjson.OPT_APPEND_NEWLINE
-
-
-def _dumps_bytes(rec: dict[str, Any]) -> bytes:
-    """The JSON line, newline included, as bytes."""
-    if orjson is not None:
-        return orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
+def _stdlib_line(rec: dict[str, Any]) -> bytes:
     return (json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+# The JSON line, newline included, as bytes; chosen once: a partial of
+# orjson.dumps is called without a Python frame per record
+_dumps_bytes = (functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
+                if orjson is not None else _stdlib_line)
 
 
 class JsonSink:
@@ -51,8 +50,7 @@ class JsonSink:
         self.flush()
 
     def connections(self, recs: list[dict[str, Any]]) -> None:
-        lines = b"".join([_dumps_bytes(rec) for rec in recs] if orjson is None else
-                         [_orjson_line(rec, option=_NEWLINE) for rec in recs])
+        lines = b"".join([_dumps_bytes(rec) for rec in recs])
         self.out.write(lines if getattr(self.out, "binary", False) else lines.decode())
 
     def existing(self, snap, socks, cache) -> None:

@@ -26,14 +26,26 @@
 #define OFF_SKC_V6_DADDR    offsetof(struct sock_common, skc_v6_daddr)
 #define OFF_SKC_V6_RCV_SADDR offsetof(struct sock_common, skc_v6_rcv_saddr)
 #define OFF_SKC_NET         offsetof(struct sock_common, skc_net)
-/* skc_ipv6only is a bit field, which offsetof() cannot name: it shares the
- * byte after skc_state with skc_reuse:4 and skc_reuseport:1, a layout
- * unchanged since Linux 3.9 (include/net/sock.h). */
-#define OFF_SKC_IPV6ONLY_BYTE (offsetof(struct sock_common, skc_state) + 1)
+/* Integer fields are read as (u32 at OFF_x >> x_SHIFT) & x_MASK
+ * (read_int), which covers bit-fields, which offsetof() cannot name.
+ * skc_ipv6only shares the byte after skc_state with skc_reuse:4 and
+ * skc_reuseport:1, a layout unchanged since Linux 3.9 (include/net/sock.h). */
+#define OFF_SKC_IPV6ONLY    (offsetof(struct sock_common, skc_state) + 1)
 #define SKC_IPV6ONLY_SHIFT  5
+#define SKC_IPV6ONLY_MASK   1
 #define OFF_SK_UID          offsetof(struct sock, sk_uid)
-/* a u16 since Linux 5.6, a bit field before */
+#ifdef SK_FL_PROTO_SHIFT
+/* Before Linux 5.6 sk_protocol was an 8-bit bit-field, found through the
+ * marker __sk_flags_offset and these SK_FL_PROTO_* constants; 5.6 made it a
+ * u16 and dropped them (https://github.com/torvalds/linux/commit/bf9765145b85) */
+#define OFF_SK_PROTOCOL     offsetof(struct sock, __sk_flags_offset)
+#define SK_PROTOCOL_SHIFT   SK_FL_PROTO_SHIFT
+#define SK_PROTOCOL_MASK    (SK_FL_PROTO_MASK >> SK_FL_PROTO_SHIFT)
+#else
 #define OFF_SK_PROTOCOL     offsetof(struct sock, sk_protocol)
+#define SK_PROTOCOL_SHIFT   0
+#define SK_PROTOCOL_MASK    0xffff
+#endif
 #define OFF_NET_INUM        offsetof(struct net, ns.inum)
 #define OFF_TASK_FILES      offsetof(struct task_struct, files)
 #define OFF_FILES_FDT       offsetof(struct files_struct, fdt)
@@ -74,11 +86,18 @@ static __always_inline u16 read_u16(const void *base, u32 off)
 	return v;
 }
 
+/* An integer field of any width, bit-fields included, in one load. */
+#define read_int(base, field) \
+	((read_u32(base, OFF_##field) >> field##_SHIFT) & field##_MASK)
+
 static __always_inline u8 sock_ipv6only(const void *sk)
 {
-	u8 byte = 0;
-	bpf_probe_read_kernel(&byte, 1, (const char *)sk + OFF_SKC_IPV6ONLY_BYTE);
-	return (byte >> SKC_IPV6ONLY_SHIFT) & 1;
+	return read_int(sk, SKC_IPV6ONLY);
+}
+
+static __always_inline u16 sock_protocol(const void *sk)
+{
+	return read_int(sk, SK_PROTOCOL);
 }
 
 static __always_inline u16 sock_family(const void *sk)

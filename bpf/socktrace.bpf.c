@@ -87,7 +87,7 @@ static __always_inline bool is_tcp(const void *sk)
 	u16 family = sock_family(sk);
 
 	return (family == AF_INET || family == AF_INET6) &&
-	       read_u16(sk, OFF_SK_PROTOCOL) == IPPROTO_TCP;
+	       sock_protocol(sk) == IPPROTO_TCP;
 }
 
 static __always_inline void submit(void *ctx, void *data, u32 size)
@@ -206,7 +206,7 @@ static __always_inline void track_unaccepted(const void *sk)
 
 static __always_inline bool is_tcp_sock(const void *sk)
 {
-	return read_u16(sk, OFF_SK_PROTOCOL) == IPPROTO_TCP;
+	return sock_protocol(sk) == IPPROTO_TCP;
 }
 
 /* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection

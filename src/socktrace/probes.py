@@ -97,7 +97,6 @@ _FIELDS = {
     "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
     "OFF_SKC_NET": ("sock", "__sk_common.skc_net"),
     "OFF_SK_UID": ("sock", "sk_uid"),
-    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
     "OFF_NET_INUM": ("net", "ns.inum"),
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
@@ -111,12 +110,22 @@ _FIELDS = {
 }
 
 
+# read_int() name -> (struct, field path): integers of any width, bit-fields too
+_INT_FIELDS = {
+    "SKC_IPV6ONLY": ("sock", "__sk_common.skc_ipv6only"),
+    "SK_PROTOCOL": ("sock", "sk_protocol"),
+}
+
+
 def btf_defines(btf: BTF) -> dict[str, int]:
     """The -D values kernel_read.h needs, read from the kernel's BTF."""
     d = {name: btf.field(struct, path).offset for name, (struct, path) in _FIELDS.items()}
-    v6only = btf.field("sock", "__sk_common.skc_ipv6only")
-    d["OFF_SKC_IPV6ONLY_BYTE"] = v6only.bit_offset // 8
-    d["SKC_IPV6ONLY_SHIFT"] = v6only.bit_offset % 8
+    # integer fields read with kernel_read.h's read_int(): skc_ipv6only is a
+    # bit-field; sk_protocol is a u16 since Linux 5.6 and an 8-bit bit-field
+    # before (https://github.com/torvalds/linux/commit/bf9765145b85)
+    for name, (struct, path) in _INT_FIELDS.items():
+        f = btf.int_field(struct, path)
+        d[f"OFF_{name}"], d[f"{name}_SHIFT"], d[f"{name}_MASK"] = f.offset, f.shift, f.mask
     d["ACCEPT_NARGS"] = btf.func_param_count("inet_csk_accept")
     return d
 

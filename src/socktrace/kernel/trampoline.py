@@ -4,36 +4,62 @@ bcc reports fentry/fexit support by the presence of a kernel symbol, but a
 kernel can still refuse such programs at load time (this project's CI
 kernel answers EPERM to root).  Compiling socktrace's fexit program
 to find that out costs 0.4 s of start-up; loading and attaching a
-two-instruction fexit program through libbpf takes about a millisecond.
+two-instruction fexit program takes about a millisecond.
+
+The program goes through the bpf(2) system call itself, not libbpf:
+libbpf's bpf_prog_load() took other arguments before libbpf 0.7 (Debian
+11 ships 0.3), and calling it with the new ones would crash.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
+import platform
 
 # include/uapi/linux/bpf.h
+BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_FEXIT = 25
 ENOTSUPP = 524  # include/linux/errno.h: kernel-internal, not in userspace's errno.h
+# arch/*/include/generated/uapi/asm/unistd_64.h
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
 # r0 = 0; exit
 _RETURN_0 = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+_LICENSE = b"GPL\0"
 
 
-class _ProgLoadOpts(ctypes.Structure):
-    """The leading fields of libbpf's struct bpf_prog_load_opts; libbpf
-    reads only `sz` bytes of it and takes the rest as zero."""
-    _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int),
-                ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
-                ("prog_flags", ctypes.c_uint32), ("prog_ifindex", ctypes.c_uint32),
-                ("kern_version", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32)]
+class _ProgLoadAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_LOAD, up to attach_btf_id (Linux 5.5,
+    when fexit arrived); the kernel takes the rest as zero."""
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32),
+                ("prog_btf_fd", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("func_info_cnt", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("line_info_cnt", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32)]
 
 
-def _error(ret: int) -> str:
-    """libbpf returns -errno (1.0 mode) or -1 with errno set."""
-    code = -ret if ret < -1 else ctypes.get_errno()
+class _RawTracepointAttr(ctypes.Structure):
+    """union bpf_attr for BPF_RAW_TRACEPOINT_OPEN: a NULL name attaches a
+    tracing program at the function it was loaded for."""
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    """bpf(2): a new fd, or -errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(SYS_BPF[platform.machine()], cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    return fd if fd >= 0 else -ctypes.get_errno()
+
+
+def _error(code: int) -> str:
     if code == ENOTSUPP:
         return "ENOTSUPP: no BPF trampolines in this kernel"
     return errno.errorcode.get(code, str(code))
@@ -42,23 +68,21 @@ def _error(ret: int) -> str:
 def fexit_refused(func_btf_id: int) -> str | None:
     """Why the kernel refuses an fexit program on the function with BTF id
     `func_btf_id`, or None when it loads and attaches."""
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-        load, attach = lib.bpf_prog_load, lib.bpf_raw_tracepoint_open
-    except (OSError, AttributeError):
-        return None  # libbpf older than 0.7: the compile will tell
-    load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                     ctypes.c_size_t, ctypes.POINTER(_ProgLoadOpts)]
-    attach.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=BPF_TRACE_FEXIT,
+    if platform.machine() not in SYS_BPF:
+        return None  # the compile will tell
+    insns = ctypes.create_string_buffer(_RETURN_0)
+    license_ = ctypes.create_string_buffer(_LICENSE)
+    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(_RETURN_0) // 8,
+                         insns=ctypes.addressof(insns), license=ctypes.addressof(license_),
+                         prog_name=b"socktrace_chk", expected_attach_type=BPF_TRACE_FEXIT,
                          attach_btf_id=func_btf_id)
-    prog = load(BPF_PROG_TYPE_TRACING, b"socktrace_chk", b"GPL", _RETURN_0, 2, ctypes.byref(opts))
+    prog = _bpf(BPF_PROG_LOAD, attr)
     if prog < 0:
-        return f"the kernel refused to load an fexit program ({_error(prog)})"
+        return f"the kernel refused to load an fexit program ({_error(-prog)})"
     try:
-        link = attach(None, prog)
+        link = _bpf(BPF_RAW_TRACEPOINT_OPEN, _RawTracepointAttr(name=0, prog_fd=prog))
         if link < 0:
-            return f"the kernel refused to attach an fexit program ({_error(link)})"
+            return f"the kernel refused to attach an fexit program ({_error(-link)})"
         os.close(link)
         return None
     finally:

@@ -199,7 +199,10 @@ class Tracer:
 
         b["events"].open_perf_buffer(on_perf, page_cnt=self.probes.buffer_pages,
                                      lost_cb=self._on_perf_lost)
-        return checked(b.perf_buffer_poll), checked(b.perf_buffer_consume)
+        # bcc 0.18 (Debian 11) has no perf_buffer_consume(); a poll that
+        # does not wait reads what is there just the same
+        consume = getattr(b, "perf_buffer_consume", None) or (lambda: b.perf_buffer_poll(0))
+        return checked(b.perf_buffer_poll), checked(consume)
 
     def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> None:
         """Trace until `stop` is set; reopen the outputs' files when

@@ -7,6 +7,7 @@ them.  Add fields freely; never rename.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +26,20 @@ def iso_time(time_ns: int) -> str:
     bursts within the same second)."""
     sec, ns = divmod(time_ns, 1_000_000_000)
     return "%s.%06dZ" % (_second(sec), ns // 1000)  # faster than an f-string with a format spec
+
+
+def parse_iso_time(text: str) -> datetime:
+    """The inverse of iso_time: '2023-11-14T22:13:21.123456Z' ->
+    datetime(2023, 11, 14, 22, 13, 21, 123456, tzinfo=timezone.utc).
+    datetime.fromisoformat() takes the 'Z' only from Python 3.11 on
+    (https://github.com/python/cpython/issues/80010).
+
+    >>> parse_iso_time(iso_time(1700000001123456000)) == datetime.fromtimestamp(1700000001.123456, timezone.utc)
+    True
+    """
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
 
 
 def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> dict[str, Any]:

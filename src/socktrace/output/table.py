@@ -9,10 +9,10 @@ an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, TextIO
 
 from .escape import escape
+from .records import parse_iso_time
 
 EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued"}
 _ROW = "{:<8} {:<7} {:<20} {:<20} {:<21} {:<11} {}"
@@ -36,7 +36,7 @@ def socket_label(rec: dict[str, Any]) -> str:
 
 
 def format_row(rec: dict[str, Any]) -> str:
-    when = datetime.fromisoformat(rec["time"]).astimezone()
+    when = parse_iso_time(rec["time"]).astimezone()
     v6only = rec.get("v6only")
     who = f"{rec['pid'] or '-'}/{escape(rec['comm'] or '?')}"
     return _ROW.format(

@@ -215,7 +215,14 @@ class Loader:
         # -g0: bcc asks clang for debug info, to give the kernel the
         # program's BTF (line info in verifier messages); nothing here needs
         # it, and without it the compile takes 0.37 s instead of 0.45 s
-        return [f"-D{k}={v}" for k, v in d.items()] + [f"-I{bpf_source_dir()}", "-g0"]
+        flags = [f"-D{k}={v}" for k, v in d.items()] + [f"-I{bpf_source_dir()}", "-g0"]
+        if self.offsets_from == "kernel headers" and kernel_version(self.release) >= (6, 19):
+            # Linux 6.19 is built with -fms-extensions: its headers embed
+            # tagged structs anonymously (struct ns_common { ... struct
+            # ns_tree; }), which clang otherwise drops as empty declarations
+            # (https://github.com/iovisor/bcc/issues/5501)
+            flags += ["-fms-extensions", "-Wno-microsoft-anon-tag"]
+        return flags
 
     def load(self, mode: Mode) -> Probes:
         """Compile, load and attach in `mode`; raise ProbeError with a reason."""

@@ -6,26 +6,36 @@ VENV        ?= .venv
 PREFIX      ?= /usr/local
 INSTALL_DIR ?= /opt/socktrace
 ARGS        ?=
-# python3-bpfcc: bcc's Python module and libbcc; libbpf1: BTF parsing;
-# linux-libc-dev: the userspace kernel headers bcc compiles against when the
-# kernel's own headers are absent; bpftool: the tests check that no BPF
-# program is left behind, and cross-check BTF offsets with it.
-# qemu-system-x86, debootstrap, e2fsprogs: the test VM with a distro kernel
-# (tests/vm); vagrant: `vagrant validate` of vagrant/Vagrantfile.
-APT_PACKAGES := python3-bpfcc libbpf1 linux-libc-dev bpftool \
-                qemu-system-x86 debootstrap e2fsprogs vagrant
+# What socktrace needs at run time, under the same names on every Debian
+# (11-14) and Ubuntu release: python3-bpfcc (bcc's Python module and libbcc;
+# it pulls in the release's libbpf: libbpf0 on Debian 11, libbpf1 later),
+# linux-libc-dev (the userspace kernel headers bcc compiles against when the
+# kernel's own headers are absent), python3-venv (the venv of make install).
+RUNTIME_PACKAGES := python3-bpfcc linux-libc-dev python3-venv
+# What the tests add: bpftool (no BPF program is left behind; BTF offsets
+# cross-checked); qemu-system-x86, debootstrap, e2fsprogs: the distribution
+# and kernel matrix (tests/distros, tests/vm); vagrant: `vagrant validate`.
+TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
-.PHONY: setup system run test test-vm unit bench bench-host bench-vm bench-snapshot install uninstall clean
+.PHONY: setup runtime system run test test-vm unit bench bench-host bench-vm bench-snapshot install uninstall clean
 
 setup: system $(VENV)/.installed
 
-system:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+# $(call apt_install,PACKAGES): apt-get install those not installed yet
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+endef
+
+runtime:
+	$(call apt_install,$(RUNTIME_PACKAGES))
+
+system: runtime
+	$(call apt_install,$(TEST_PACKAGES))
 	@mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
 	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 
@@ -42,7 +52,8 @@ run: setup
 test: setup
 	$(VENV)/bin/pytest tests --pyargs socktrace
 
-# only the distro-kernel VM suite (kfunc, kprobe, tracepoint, headerless)
+# only the VMs of the distribution matrix: Debian's kernels 5.10-7.x, each
+# probe mode, from headers and from BTF (tests/distros/matrix.py)
 test-vm: setup
 	$(VENV)/bin/pytest tests/vm
 
@@ -66,7 +77,7 @@ bench-vm: setup
 bench-snapshot: setup
 	$(VENV)/bin/python bench/snapshot_bench.py
 
-install: system
+install: runtime
 	$(PYTHON) -m venv $(INSTALL_DIR)
 	$(INSTALL_DIR)/bin/pip install -q .
 	ln -sf $(INSTALL_DIR)/bin/socktrace $(PREFIX)/bin/socktrace

@@ -1,27 +1,32 @@
 #!/bin/sh
 # Provision a Debian 12 machine for socktrace and its demo: bcc, kernel
-# headers, the demo services (Java, nginx, sshd, a C program) and socktrace.
-# Used by the Vagrantfile, and in a chroot by tests/vm/build-image.sh
-# (SOCKTRACE_IN_CHROOT=1: no running kernel, no network for pip, no services
-# to start).
+# headers where the mirror still has them, the demo services (Java, nginx,
+# sshd, a C program) and socktrace.  Used by the Vagrantfile, and in a
+# chroot by tests/distros/build-rootfs.sh for the test VM
+# (SOCKTRACE_IN_IMAGE=1: no make install, its venv comes with the image).
 #
 #   provision.sh [PROJECT_DIR]      (default /socktrace, the synced folder)
+#   SOCKTRACE_KERNEL_RELEASE: the kernel to find headers for (uname -r)
 set -eu
 PROJECT=${1:-/socktrace}
 DEMO="$PROJECT/vagrant/demo"
+KERNEL=${SOCKTRACE_KERNEL_RELEASE:-$(uname -r)}
 export DEBIAN_FRONTEND=noninteractive
 
-if [ "${SOCKTRACE_IN_CHROOT:-0}" = 1 ]; then
-    HEADERS=linux-headers-cloud-amd64   # matches the image's linux-image-cloud-amd64
-else
-    HEADERS="linux-headers-$(uname -r)"
-fi
-
 apt-get update -qq
+# Debian's archive keeps the headers of its latest kernel ABIs only: a box
+# whose kernel is older finds none, and socktrace then reads the kernel's
+# struct layout from its BTF instead (the headerless path).
+if apt-cache show "linux-headers-$KERNEL" >/dev/null 2>&1; then
+    HEADERS="linux-headers-$KERNEL"
+else
+    HEADERS=
+    echo "provision: linux-headers-$KERNEL is not on the mirror any more;" \
+         "socktrace will take the kernel's layout from its BTF (/sys/kernel/btf/vmlinux)"
+fi
 apt-get install -y -qq --no-install-recommends \
-    python3-bpfcc libbpf1 bpftool linux-libc-dev "$HEADERS" \
-    python3 python3-venv python3-pip python3-click python3-pytest \
-    make gcc libc6-dev curl iproute2 net-tools procps util-linux \
+    python3-bpfcc bpftool linux-libc-dev $HEADERS \
+    python3 python3-venv make gcc libc6-dev curl iproute2 net-tools procps util-linux \
     default-jdk-headless nginx-light openssh-server ca-certificates
 # the tools one would compare socktrace with, and ab for the benchmark
 # (bench/vm_bench.sh runs bench/conn_bench.py in this VM)
@@ -55,11 +60,9 @@ UNIT
 systemctl enable socktrace-demo-java.service socktrace-demo-c.service nginx ssh >/dev/null 2>&1 || true
 
 # --- socktrace --------------------------------------------------------------
-if [ "${SOCKTRACE_IN_CHROOT:-0}" = 1 ]; then
-    # no network in the test VM: run from the project disk with Debian's
-    # click; tests/vm/in-vm.sh puts a wrapper on PATH
-    :
-else
+if [ "${SOCKTRACE_IN_IMAGE:-0}" != 1 ]; then
     make -C "$PROJECT" install
+fi
+if [ -d /run/systemd/system ]; then   # booted with systemd: a real box
     systemctl restart nginx ssh socktrace-demo-java socktrace-demo-c
 fi

@@ -21,7 +21,7 @@ if apt-cache show "linux-headers-$KERNEL" >/dev/null 2>&1; then
     HEADERS="linux-headers-$KERNEL"
 else
     HEADERS=
-    echo "provision: linux-headers-$KERNEL is not on the mirror any more;" \
+    echo "provision: linux-headers-$KERNEL is not on the mirror;" \
          "socktrace will take the kernel's layout from its BTF (/sys/kernel/btf/vmlinux)"
 fi
 apt-get install -y -qq --no-install-recommends \

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import capabilities
 from helpers import Peer, Socktrace
 
 
@@ -19,6 +20,14 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def _needs_root():
     assert os.geteuid() == 0, "the kernel tests load BPF programs: run them as root (make test)"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _capabilities_first():
+    """What the kernel offers is asked before any socktrace runs
+    (capabilities.fexit_errno says why)."""
+    if os.geteuid() == 0:
+        capabilities.fexit()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import capabilities
 from helpers import SOCKTRACE, Socktrace, burst, check, listener
 from socktrace.kernel.compiler_memory import droppable, read_smaps
 
@@ -132,25 +133,37 @@ def test_accept_blocked_before_tracing_starts(socktrace, peer):
     assert not [r for r in st.records if r["type"] == "unaccepted" and r["lport"] == port]
 
 
-def test_probe_tracepoint_runs_here(socktrace):
+def test_probe_tracepoint_works_on_any_kernel(socktrace):
     st = socktrace("--probe", "tracepoint")
-    assert st.ready["probe"] == "tracepoint" and st.ready["offsets"] == "BTF"
+    assert st.ready["probe"] == "tracepoint"
+    assert st.ready["offsets"] == capabilities.expected_offsets()
 
 
 @pytest.mark.parametrize("mode", ["kprobe", "kfunc"])
-def test_function_probe_modes_fail_here_with_one_line(mode):
+def test_function_probe_modes_load_where_the_kernel_allows(socktrace, mode):
+    """Where the kernel takes such programs (found out independently:
+    tests/kernel/capabilities.py), the mode loads; where not, socktrace
+    says why in one line and loads nothing."""
+    works = capabilities.kprobes() if mode == "kprobe" else capabilities.fexit()
+    if works:
+        st = socktrace("--probe", mode)
+        assert st.ready["probe"] == mode and st.ready["skipped"] == {}
+        return
     r = subprocess.run([SOCKTRACE, "--json", "--probe", mode], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stdout == ""
     assert re.fullmatch(rf"Error: probe mode {mode}: .+\n", r.stderr), r.stderr
-    if mode == "kprobe":  # this machine: CONFIG_KPROBES is not set
+    if mode == "kprobe":
         assert "CONFIG_KPROBES is not set" in r.stderr
-    else:                 # this machine: fentry/fexit loads get EPERM
-        assert "EPERM" in r.stderr
+    else:  # the errno the kernel gave the same program here
+        assert re.search(r"refused to (load|attach) an fexit program \(E\w+", r.stderr), r.stderr
 
 
-def test_auto_says_why_modes_were_skipped(tracer):
-    assert tracer.ready["probe"] == "tracepoint"
-    assert set(tracer.ready["skipped"]) == {"kfunc", "kprobe"}
+def test_auto_picks_the_cheapest_mode_that_works(tracer):
+    want = capabilities.expected_auto_mode(capabilities.fexit(), capabilities.kprobes())
+    assert tracer.ready["probe"] == want
+    order = ["kfunc", "kprobe", "tracepoint"]
+    assert set(tracer.ready["skipped"]) == set(order[:order.index(want)])
+    assert tracer.ready["offsets"] == capabilities.expected_offsets()
 
 
 def test_compiler_code_is_dropped_once_loaded(tracer):
@@ -199,8 +212,15 @@ def test_signal_stops_cleanly_and_leaves_no_probes(socktrace, sig):
     assert len(ids) >= 6
     assert st.stop(sig) == 0
     assert st.records[-1]["type"] == "summary"
-    all_ids = {p["id"] for p in json.loads(subprocess.run(
-        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout)}
+    # the kernel frees a program after its last reference in deferred work:
+    # give it a moment
+    deadline = time.monotonic() + 10
+    while True:
+        all_ids = {p["id"] for p in json.loads(subprocess.run(
+            ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout)}
+        if not ids & all_ids or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert not ids & all_ids
 
 

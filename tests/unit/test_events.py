@@ -14,6 +14,7 @@ from socktrace.kernel.sources import bpf_source_dir
 from rawevents import _C, raw
 
 
+@pytest.mark.host_tools
 @pytest.mark.parametrize("mirror, struct", [(RawEvent, "event"), (RawCmdline, "cmdline_event")])
 def test_python_mirrors_match_the_c_structs(tmp_path, mirror, struct):
     """RawEvent and RawCmdline mirror socktrace.h: same size and offsets, as

@@ -19,6 +19,7 @@ def bpftool_member_offsets(struct):
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"'(\w+)' type_id=\d+ bits_offset=(\d+)", block)}
 
 
+@pytest.mark.host_tools
 def test_btf_offsets_agree_with_bpftool():
     expected = bpftool_member_offsets("sock_common")
     with BTF() as btf:

@@ -8,26 +8,45 @@ mount -t tmpfs tmpfs /run
 mount -o remount,rw / 2>/dev/null
 ip link set lo up
 echo 1 > /proc/sys/kernel/sysrq
-# run-vm.sh VM_CONFIGS="demo" -> socktrace_configs=demo on the kernel command line
+# run-vm.sh ... auto-btf,demo -> socktrace_configs=auto-btf,demo on the kernel command line
 for arg in $(cat /proc/cmdline); do
     case $arg in socktrace_configs=*) SOCKTRACE_VM_CONFIGS=$(echo "${arg#*=}" | tr , ' ') ;; esac
 done
 echo "SOCKTRACE-VM kernel $(uname -r) up $(cut -d' ' -f1 /proc/uptime) s"
 
-# socktrace from the (read-only) project disk, with Debian's python3-click
+# socktrace from the (read-only) project disk, run by the image's venv
+# (/opt/socktrace-deps: this release's Python with the project's
+# dependencies and pytest; the VM has no network for pip)
+PY=/opt/socktrace-deps/bin/python
 mkdir -p /tmp/bin
-printf '#!/bin/sh\nexec python3 -m socktrace "$@"\n' > /tmp/bin/socktrace
+printf '#!/bin/sh\nexec %s -m socktrace "$@"\n' "$PY" > /tmp/bin/socktrace
 chmod +x /tmp/bin/socktrace
 export PYTHONPATH=/socktrace/src PYTHONDONTWRITEBYTECODE=1 SOCKTRACE=/tmp/bin/socktrace
+echo "SOCKTRACE-VM userland $(. /etc/os-release; echo "$VERSION_CODENAME") python $($PY -c 'import platform; print(platform.python_version())') bcc $(dpkg-query -W -f '${Version}' python3-bpfcc)"
 
-run() {  # run CONFIG MODE
-    echo "SOCKTRACE-VM-BEGIN $1"
+run() {  # run CONFIG: PROBE-OFFSETS[-perf], e.g. auto-headers, kprobe-btf-perf
+    config=$1
+    probe=${config%%-*}
+    case $config in *-headers*) offsets=headers ;; *) offsets=btf ;; esac
+    case $config in *-perf) buffer=perf ;; *) buffer=auto ;; esac
+    echo "SOCKTRACE-VM-BEGIN $config"
     start=$(cut -d' ' -f1 /proc/uptime)
-    SOCKTRACE_TEST_PROBE=$2 SOCKTRACE_TEST_CONFIG=$1 \
-        python3 -m pytest -q -s --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
+    if [ "$offsets" = btf ]; then   # hide the kernel headers: the BTF path must work alone
+        for d in /usr/src/linux-headers-*; do mount -t tmpfs tmpfs "$d"; done
+    else                            # hide the BTF: a kernel built without it, headers installed
+        : > /tmp/no-btf; mount --bind /tmp/no-btf /sys/kernel/btf/vmlinux
+    fi
+    SOCKTRACE_TEST_PROBE=$probe SOCKTRACE_TEST_OFFSETS=$offsets SOCKTRACE_TEST_BUFFER=$buffer \
+        SOCKTRACE_TEST_CONFIG=$config \
+        $PY -m pytest -q -s --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
         /socktrace/tests/vm/vm_suite.py
     rc=$?
-    echo "SOCKTRACE-VM-END $1 rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+    if [ "$offsets" = btf ]; then
+        for d in /usr/src/linux-headers-*; do umount "$d"; done
+    else
+        umount /sys/kernel/btf/vmlinux
+    fi
+    echo "SOCKTRACE-VM-END $config rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
 demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
@@ -62,7 +81,7 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
     BENCH_RESULTS=/tmp/results BENCH_NAME=conn-vm BENCH_MODES="kfunc kprobe tracepoint" \
         BENCH_MACHINE_NOTE=" (Debian 12 in qemu, TCG software emulation)" \
         N=${BENCH_N:-3000} ROUNDS=${BENCH_ROUNDS:-3} BENCH_AUTO_STARTS=1 \
-        python3 /socktrace/bench/conn_bench.py > /tmp/results/bench.out 2>&1
+        $PY /socktrace/bench/conn_bench.py > /tmp/results/bench.out 2>&1
     rc=$?
     cat /tmp/results/bench.out
     for f in conn-vm.json conn-vm.md; do
@@ -71,15 +90,11 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
     echo "SOCKTRACE-VM-END bench rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
-for config in ${SOCKTRACE_VM_CONFIGS:-kfunc kprobe tracepoint headerless demo}; do
+for config in $SOCKTRACE_VM_CONFIGS; do
     case $config in
     demo) demo ;;
     bench) bench ;;
-    headerless)   # hide the kernel headers: the BTF path must work alone
-        for d in /usr/src/linux-headers-*; do mount -t tmpfs tmpfs "$d"; done
-        run headerless auto
-        for d in /usr/src/linux-headers-*; do umount "$d"; done ;;
-    *)  run "$config" "$config" ;;
+    *)  run "$config" ;;
     esac
 done
 echo "SOCKTRACE-VM-DONE"

@@ -1,8 +1,10 @@
 """The tracer's end-to-end suite, run inside the test VM (tests/vm/in-vm.sh)
 on a real distro kernel, once per configuration:
 
-  SOCKTRACE_TEST_CONFIG  kfunc | kprobe | tracepoint | headerless
-  SOCKTRACE_TEST_PROBE   the --probe value (headerless: auto)
+  SOCKTRACE_TEST_CONFIG   its name (tests/distros/matrix.py), e.g. kprobe-btf-perf
+  SOCKTRACE_TEST_PROBE    the --probe value: auto | kprobe | tracepoint
+  SOCKTRACE_TEST_OFFSETS  headers | btf (tests/vm/in-vm.sh hides the headers)
+  SOCKTRACE_TEST_BUFFER   the --buffer value: auto | perf
 
 One socktrace process per configuration (a bcc compile takes ~40 s under
 emulation), every case of the live tracer against it.  Not collected on the
@@ -19,22 +21,26 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
+import capabilities  # noqa: E402
 from helpers import Peer, Socktrace, as_seen, burst, listener, me  # noqa: E402
 
-CONFIG = os.environ.get("SOCKTRACE_TEST_CONFIG", "tracepoint")
-PROBE = os.environ.get("SOCKTRACE_TEST_PROBE", CONFIG)
+CONFIG = os.environ.get("SOCKTRACE_TEST_CONFIG", "tracepoint-btf")
+PROBE = os.environ.get("SOCKTRACE_TEST_PROBE", "tracepoint")
+OFFSETS = os.environ.get("SOCKTRACE_TEST_OFFSETS", "btf")
+BUFFER = os.environ.get("SOCKTRACE_TEST_BUFFER", "auto")
 
 
 @pytest.fixture(scope="module")
 def run():
     """A server blocked in accept() before tracing starts, then socktrace."""
+    capabilities.fexit()   # asked (and cached) while nothing traces inet_csk_accept
     blocked = Peer("block-accept")
     port = blocked.read()["port"]
     deadline = time.monotonic() + 60
     while open(f"/proc/{blocked.pid}/syscall").read().split()[0] not in ("43", "288"):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    st = Socktrace("--probe", PROBE, ready_timeout=600)
+    st = Socktrace("--probe", PROBE, "--buffer", BUFFER, ready_timeout=600)
     yield st, blocked, port
     blocked.close()
     if st.proc.poll() is None:
@@ -52,15 +58,19 @@ def check(rec, sock, **extra):
     assert {k: rec.get(k) for k in want} == want
 
 
-def test_mode_and_offsets(run):
+def test_mode_offsets_and_buffer(run):
     st, _, _ = run
-    expected = {"kfunc": "kfunc", "kprobe": "kprobe", "tracepoint": "tracepoint"}.get(CONFIG)
-    if expected:
-        assert st.ready["probe"] == expected
-    else:  # headerless, auto: the cheapest mode that works on this kernel
-        assert st.ready["probe"] == "kfunc", st.ready
-    assert st.ready["offsets"] == ("BTF" if CONFIG == "headerless" else "kernel headers")
-    print(f"SOCKTRACE-VM-MODE {CONFIG}: probe={st.ready['probe']} offsets={st.ready['offsets']}")
+    if PROBE == "auto":  # the cheapest mode this kernel takes, found out independently
+        assert st.ready["probe"] == capabilities.expected_auto_mode(capabilities.fexit(),
+                                                                    capabilities.kprobes()), \
+            f"fexit errno {capabilities.fexit_errno()}, kprobes {capabilities.kprobes()}"
+    else:
+        assert st.ready["probe"] == PROBE
+    assert st.ready["offsets"] == {"headers": "kernel headers", "btf": "BTF"}[OFFSETS]
+    assert st.ready["offsets"] == capabilities.expected_offsets()
+    assert st.ready["buffer"] == ("perf buffer" if BUFFER == "perf" else "ring buffer")
+    print(f"SOCKTRACE-VM-MODE {CONFIG}: probe={st.ready['probe']} offsets={st.ready['offsets']} "
+          f"buffer={st.ready['buffer']}")
 
 
 def test_dual_stack_listener_with_ipv4_client(run):

@@ -1,0 +1,66 @@
+"""Build (or find cached) the userland and VM image of a matrix release.
+
+    python3 tests/distros/build.py RELEASE [--image]   -> prints its directory
+
+Each release lives in $SOCKTRACE_MATRIX_CACHE/RELEASE (default
+/var/cache/socktrace-matrix): rootfs/ from build-rootfs.sh, and with
+--image the VM's root.img and boot/ from tests/vm/build-image.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TOP = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from matrix import Release, release  # noqa: E402
+
+CACHE = Path(os.environ.get("SOCKTRACE_MATRIX_CACHE", "/var/cache/socktrace-matrix"))
+
+
+class BuildError(Exception):
+    pass
+
+
+def venv_packages() -> str:
+    """The project's dependencies and test extras (pyproject.toml), for the
+    test VM's venv."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: pip's vendored copy of the same parser
+        from pip._vendor import tomli as tomllib
+    with open(TOP / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    return " ".join(project["dependencies"] + project["optional-dependencies"]["test"])
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def build(rel: Release, image: bool = False) -> tuple[Path, str]:
+    """(the release's directory, what the builders said)."""
+    out = CACHE / rel.name
+    said = _run([str(HERE / "build-rootfs.sh"), str(out)], env={
+        "SUITE": rel.suite, "PACKAGES": " ".join(rel.packages),
+        "BACKPORTS": " ".join(rel.backports), "PROVISION": "1" if rel.provision else "",
+        "VENV": venv_packages() if rel.kernels else ""})
+    if image:
+        said += _run([str(TOP / "tests/vm/build-image.sh"), str(out)])
+    return out, said
+
+
+if __name__ == "__main__":
+    try:
+        out, said = build(release(sys.argv[1]), image="--image" in sys.argv[2:])
+    except (BuildError, StopIteration, IndexError) as exc:
+        sys.exit(f"build.py: {exc or 'usage: build.py RELEASE [--image]'}")
+    sys.stderr.write(said)
+    print(out)

@@ -1,0 +1,146 @@
+"""The matrix's long jobs, started in the background when pytest has
+collected the tests that need them, so that images build and VMs boot while
+this machine's own tests run.
+
+Each release is built once (build.py); then its chroot suite, each of its
+VM kernels and, for bookworm, the provisioning test run.  Threads only
+start processes: two at a time, as the machine has 2 cores (a VM under
+emulation keeps both of its vCPUs busy).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from build import CACHE, HERE, TOP, build
+from matrix import Kernel, Release
+
+WORKERS = 2
+
+
+@dataclass
+class Result:
+    rc: int
+    output: str
+    seconds: float
+    sections: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # VM: config -> (rc, out, s)
+
+
+def _log(name: str, text: str) -> None:
+    (CACHE / "logs").mkdir(parents=True, exist_ok=True)
+    (CACHE / "logs" / f"{name}.log").write_text(text)
+
+
+_running: set[subprocess.Popen] = set()   # killed when the session ends early
+
+
+def _process(name: str, cmd: list[str], timeout: float) -> Result:
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", start_new_session=True)
+    _running.add(proc)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        out = proc.communicate()[0] + f"\n[timed out after {timeout} s]"
+    finally:
+        _running.discard(proc)
+    _log(name, out)
+    return Result(proc.returncode, out, time.monotonic() - t0)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def userland(rel: Release, rootfs: Path) -> Result:
+    """tests/distros/userland-suite.sh in the release's chroot, on this kernel."""
+    return _process(f"userland-{rel.name}", [str(HERE / "in-chroot.sh"), str(rootfs), "sh",
+                                            "/socktrace/tests/distros/userland-suite.sh"], 1200)
+
+
+def provision_without_headers(rel: Release, rootfs: Path) -> Result:
+    """vagrant/provision.sh as `vagrant up` runs it, for this machine's kernel
+    (whose headers no mirror has), then socktrace on a mapped connection."""
+    return _process(f"provision-{rel.name}", [str(HERE / "in-chroot.sh"), str(rootfs), "sh",
+                                             "/socktrace/tests/distros/provision-suite.sh"], 1200)
+
+
+def vm(rel: Release, kernel: Kernel, image_dir: Path) -> Result:
+    configs = [c.name for c in kernel.configs] + (["demo"] if kernel.demo else [])
+    r = _process(f"vm-{rel.name}-{kernel.series}",
+                 [str(TOP / "tests/vm/run-vm.sh"), str(image_dir), kernel.prefix, ",".join(configs)],
+                 2400)
+    r.output = r.output.replace("\r", "")
+    for m in re.finditer(r"SOCKTRACE-VM-BEGIN (\S+)\n(.*?)SOCKTRACE-VM-END \1 rc=(\d+) seconds=(\S+)",
+                         r.output, re.S):
+        r.sections[m.group(1)] = (int(m.group(3)), m.group(2), m.group(4))
+    return r
+
+
+class Matrix:
+    """Futures of every job the selected tests need; started at once."""
+
+    def __init__(self, releases: list[Release], want: set[tuple[str, ...]]):
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="matrix")
+        self._closed = False
+        self.futures: dict[tuple[str, ...], Future] = {}
+        self.builds: dict[str, Future] = {}
+        # releases with the most work after their build first
+        order = sorted(releases, key=lambda r: -(2 * len(r.kernels) + r.provision))
+        for rel in order:
+            jobs = [key for key in want if key[1] == rel.name]
+            if not jobs:
+                continue
+            for key in jobs:
+                self.futures[key] = Future()
+            b = self._pool.submit(build, rel, bool(rel.kernels))
+            self.builds[rel.name] = b
+            b.add_done_callback(lambda b, rel=rel, jobs=jobs: self._after_build(rel, jobs, b))
+
+    def _after_build(self, rel: Release, jobs: list[tuple[str, ...]], b: Future) -> None:
+        exc = b.exception() if not b.cancelled() else RuntimeError("the session ended first")
+        if self._closed:
+            exc = RuntimeError("the session ended first")
+        for key in sorted(jobs, key=lambda k: k[0] != "vm"):   # VMs take longest: first
+            target = self.futures[key]
+            if exc is not None:
+                target.set_exception(exc)
+                continue
+            out = b.result()[0]
+            if key[0] == "userland":
+                job = self._pool.submit(userland, rel, out / "rootfs")
+            elif key[0] == "provision":
+                job = self._pool.submit(provision_without_headers, rel, out / "rootfs")
+            else:
+                kernel = next(k for k in rel.kernels if k.series == key[2])
+                job = self._pool.submit(vm, rel, kernel, out)
+            job.add_done_callback(lambda j, t=target: _chain(j, t))
+
+    def result(self, key: tuple[str, ...]) -> Result:
+        return self.futures[key].result()
+
+    def shutdown(self) -> None:
+        """At the end of the session: what still runs was not waited for."""
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(_running):
+            _kill(proc)
+
+
+def _chain(source: Future, target: Future) -> None:
+    if source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())

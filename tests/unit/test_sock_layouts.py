@@ -64,24 +64,26 @@ struct sock_common {
 	unsigned char skc_v6_daddr[16], skc_v6_rcv_saddr[16];
 };
 """
-# a process that fills one struct sock and writes its bytes
+# one struct sock filled: TCP, and its neighbours set so that they would
+# leak into a wrong read
 FILL = """
 #include <stdio.h>
 #include <string.h>
-int main(void)
+static void fill(struct sock *sk)
 {
-	struct sock sk;
-	memset(&sk, 0, sizeof(sk));
-	sk.sk_protocol = %d;
-	sk.sk_type = %d;
-	sk.sk_userlocks = 0xf;           /* neighbours set: they must not leak in */
-	sk.sk_padding = 1;
-	sk.__sk_common.skc_ipv6only = 1;
-	sk.__sk_common.skc_reuse = 0xf;
-	fwrite(&sk, sizeof(sk), 1, stdout);
-	return 0;
+	memset(sk, 0, sizeof(*sk));
+	sk->sk_protocol = %d;
+	sk->sk_type = %d;
+	sk->sk_userlocks = 0xf;
+	sk->sk_padding = 1;
+	sk->__sk_common.skc_ipv6only = 1;
+	sk->__sk_common.skc_reuse = 0xf;
 }
 """ % (IPPROTO_TCP, SOCK_STREAM)
+# ... whose bytes a process writes out
+WRITE = """
+int main(void) { struct sock sk; fill(&sk); fwrite(&sk, sizeof(sk), 1, stdout); return 0; }
+"""
 
 
 def compile_and_run(tmp_path, source, *cflags):
@@ -95,7 +97,7 @@ def compile_and_run(tmp_path, source, *cflags):
 def test_btf_path_reads_sk_protocol(tmp_path, layout):
     """gcc describes the struct in BTF as the kernel's own BTF would;
     socktrace's reader (kernel_read.h: read_int) must find TCP in it."""
-    image = compile_and_run(tmp_path, COMMON + layout + OTHERS + ACCEPT + FILL, "-gbtf")
+    image = compile_and_run(tmp_path, COMMON + layout + OTHERS + ACCEPT + FILL + WRITE, "-gbtf")
     subprocess.run(["objcopy", "--dump-section", f".BTF={tmp_path / 'btf'}", str(tmp_path / "t")],
                    check=True)
     with BTF(str(tmp_path / "btf")) as btf:
@@ -135,22 +137,10 @@ struct net n; struct task_struct t; struct files_struct fs; struct fdtable ft;
 struct file f; struct socket so; struct mm_struct mm;
 struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, _Bool kern) { return sk; }
 """
-MAIN = """
-#include <stdio.h>
-int main(void)
-{
-	struct sock sk;
-	memset(&sk, 0, sizeof(sk));
-	sk.sk_protocol = %d;
-	sk.sk_type = %d;
-	sk.sk_userlocks = 0xf;
-	sk.sk_padding = 1;
-	sk.__sk_common.skc_ipv6only = 1;
-	sk.__sk_common.skc_reuse = 0xf;
-	printf("%%d %%d", sock_protocol(&sk), sock_ipv6only(&sk));
-	return 0;
-}
-""" % (IPPROTO_TCP, SOCK_STREAM)
+# ... that kernel_read.h reads
+READ = """
+int main(void) { struct sock sk; fill(&sk); printf("%d %d", sock_protocol(&sk), sock_ipv6only(&sk)); return 0; }
+"""
 
 
 @pytest.mark.parametrize("layout", [OLD, NEW], ids=["before-5.6", "5.6+"])
@@ -163,7 +153,7 @@ def test_headers_path_reads_sk_protocol(tmp_path, layout):
         (inc / h).write_text("")
     (inc / "net").mkdir()
     (inc / "net/sock.h").write_text(COMMON + layout)
-    out = compile_and_run(tmp_path, HARNESS + OTHERS + '#include "kernel_read.h"\n' + MAIN,
+    out = compile_and_run(tmp_path, HARNESS + OTHERS + '#include "kernel_read.h"\n' + FILL + READ,
                           "-DSOCKTRACE_KERNEL_HEADERS", f"-I{inc}", f"-I{bpf_source_dir()}",
                           "-Wno-int-to-pointer-cast", "-Wno-pointer-to-int-cast")
     assert out == b"%d 1" % IPPROTO_TCP

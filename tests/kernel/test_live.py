@@ -25,6 +25,12 @@ def tracer():
     assert st.stop() == 0
 
 
+def ports(sock):
+    """The ports that tell this connection from every other one on the
+    machine (other suites trace it at the same time)."""
+    return {"lport": sock.getsockname()[1], "rport": sock.getpeername()[1]}
+
+
 def one(tracer, type_, **match):
     def pred(r):
         return r["type"] == type_ and all(r.get(k) == v for k, v in match.items())
@@ -36,10 +42,10 @@ def test_dual_stack_listener_with_ipv4_client(tracer):
     port = ls.getsockname()[1]
     client = socket.create_connection(("127.0.0.1", port))
     server, _ = ls.accept()
-    acc = one(tracer, "accept", lport=port)
+    acc = one(tracer, "accept", **ports(server))
     check(acc, server, v6only=bool(ls.getsockopt(socket.IPPROTO_IPV6, IPV6_V6ONLY)))
     assert acc["mapped"] is True and acc["sock_family"] == "AF_INET6" and acc["v6only"] is False
-    con = one(tracer, "connect", lport=client.getsockname()[1])
+    con = one(tracer, "connect", **ports(client))
     check(con, client)
     assert con["sock_family"] == "AF_INET" and con["mapped"] is False and "v6only" not in con
 
@@ -49,10 +55,10 @@ def test_v6only_listener_with_ipv6_loopback_client(tracer):
     port = ls.getsockname()[1]
     client = socket.create_connection(("::1", port))
     server, _ = ls.accept()
-    acc = one(tracer, "accept", lport=port)
+    acc = one(tracer, "accept", **ports(server))
     check(acc, server, v6only=True)
     assert acc["mapped"] is False and acc["raddr"] == "::1"
-    check(one(tracer, "connect", lport=client.getsockname()[1]), client)
+    check(one(tracer, "connect", **ports(client)), client)
 
 
 def test_af_inet6_socket_connecting_to_mapped_address(tracer):
@@ -60,7 +66,7 @@ def test_af_inet6_socket_connecting_to_mapped_address(tracer):
     client = socket.socket(socket.AF_INET6)
     client.connect(("::ffff:127.0.0.1", ls.getsockname()[1]))
     server, _ = ls.accept()
-    con = one(tracer, "connect", lport=client.getsockname()[1])
+    con = one(tracer, "connect", **ports(client))
     check(con, client)
     assert con["mapped"] is True and con["sock_family"] == "AF_INET6" and con["raddr"] == "127.0.0.1"
     acc = one(tracer, "accept", lport=ls.getsockname()[1], rport=client.getsockname()[1])
@@ -72,7 +78,7 @@ def test_plain_af_inet_connect(tracer):
     ls = listener(socket.AF_INET)
     client = socket.create_connection(("127.0.0.1", ls.getsockname()[1]))
     ls.accept()
-    con = one(tracer, "connect", lport=client.getsockname()[1])
+    con = one(tracer, "connect", **ports(client))
     check(con, client)
     assert (con["sock_family"], con["mapped"]) == ("AF_INET", False)
 
@@ -81,7 +87,7 @@ def test_connection_never_accepted_is_attributed_to_the_listener(tracer, peer):
     owner = peer("listen-only")
     port = owner.read()["port"]
     client = socket.create_connection(("127.0.0.1", port))
-    rec = one(tracer, "unaccepted", lport=port)
+    rec = one(tracer, "unaccepted", lport=port, rport=client.getsockname()[1])
     assert rec["pid"] == owner.pid
     assert rec["comm"] == open(f"/proc/{owner.pid}/comm").read().strip()
     assert "peer.py listen-only" in rec["cmdline"]
@@ -94,7 +100,7 @@ def test_exec_refreshes_the_cached_command_line(tracer, peer):
     port = ls.getsockname()[1]
     p = peer("connect-exec", str(port))
     first, second = p.read()["first_port"], p.read()["first_port"]
-    recs = [one(tracer, "connect", lport=lp) for lp in (first, second)]
+    recs = [one(tracer, "connect", lport=lp, rport=port) for lp in (first, second)]
     assert [r["pid"] for r in recs] == [p.pid, p.pid]
     assert recs[0]["cmdline"].endswith(f"connect-exec {port}")
     assert recs[1]["cmdline"].endswith(f"connect-exec {port} again")
@@ -127,7 +133,7 @@ def test_accept_blocked_before_tracing_starts(socktrace, peer):
     st = socktrace()
     client = socket.create_connection(("127.0.0.1", port))
     assert server.read() == {"peer_port": client.getsockname()[1]}
-    rec = one(st, "accept", lport=port)
+    rec = one(st, "accept", lport=port, rport=client.getsockname()[1])
     assert (rec["pid"], rec["rport"], rec["mapped"]) == (server.pid, client.getsockname()[1], True)
     assert st.stop() == 0
     assert not [r for r in st.records if r["type"] == "unaccepted" and r["lport"] == port]
@@ -193,7 +199,7 @@ def test_perf_buffer(socktrace):
     assert st.ready["buffer"] == "perf buffer"
     ls = listener(v6only=0)
     c = socket.create_connection(("127.0.0.1", ls.getsockname()[1])); ls.accept()
-    one(st, "connect", lport=c.getsockname()[1])
+    one(st, "connect", **ports(c))
 
 
 def bpf_prog_ids(pid):

@@ -1,7 +1,10 @@
 """Entry point.  Ctrl-C and SIGTERM are a normal stop from the first
 instant, even while the imports of a cold start run."""
 
+import os
+import platform
 import signal
+import sys
 import threading
 
 
@@ -9,8 +12,19 @@ def run() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from . import __version__
     from .cli import main
-    main(prog_name="socktrace", obj={"stop": stop})
+    try:
+        main(prog_name="socktrace", obj={"stop": stop})
+    except Exception as exc:
+        # What the CLI did not foresee (a library changed under us, a bug)
+        # is still one line for the operator; SOCKTRACE_DEBUG=1 shows where.
+        if os.environ.get("SOCKTRACE_DEBUG"):
+            raise
+        sys.stderr.write(f"Error: unexpected {type(exc).__name__}: {' '.join(str(exc).split())} "
+                         f"(socktrace {__version__}, Python {platform.python_version()}; "
+                         "SOCKTRACE_DEBUG=1 shows where)\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
 INSTALL_HINT = ("install bcc's Python module: apt-get install python3-bpfcc "
                 "(Debian/Ubuntu) or dnf install python3-bcc (Fedora)")
+# the oldest bcc in the test matrix (Debian 11; tests/distros/matrix.py)
+OLDEST_BCC = (0, 18)
 
 SYSTEM_PACKAGE_DIRS = (
     "/usr/lib/python3/dist-packages",          # Debian, Ubuntu
@@ -45,7 +48,7 @@ def import_bcc(patterns: tuple[str, ...] = SYSTEM_PACKAGE_DIRS) -> ModuleType:
         return sys.modules["bcc"]
     try:
         import bcc
-        return bcc
+        return _recent_enough(bcc)
     except ImportError:
         pass
     pkg = find_bcc_dir(patterns)
@@ -60,4 +63,22 @@ def import_bcc(patterns: tuple[str, ...] = SYSTEM_PACKAGE_DIRS) -> ModuleType:
     except Exception as exc:  # e.g. libbcc.so.0 missing
         del sys.modules["bcc"]
         raise BccMissing(f"bcc at {pkg} does not load ({exc}); {INSTALL_HINT}") from None
-    return module
+    try:
+        return _recent_enough(module)
+    except BccMissing:
+        del sys.modules["bcc"]
+        raise
+
+
+def _recent_enough(bcc: ModuleType) -> ModuleType:
+    """`bcc` itself, unless it is older than any bcc socktrace is tested with.
+
+    >>> _recent_enough(ModuleType("bcc", "")).__name__   # no version: let it try
+    'bcc'
+    """
+    version = getattr(bcc, "__version__", "")
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m and (int(m.group(1)), int(m.group(2))) < OLDEST_BCC:
+        raise BccMissing(f"bcc {version} is too old: socktrace needs bcc "
+                         f"{'.'.join(map(str, OLDEST_BCC))} or later (upgrade python3-bpfcc)")
+    return bcc

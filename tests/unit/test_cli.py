@@ -39,3 +39,28 @@ def test_not_root_is_one_line(monkeypatch):
 def test_buffer_pages_power_of_two():
     r = run("--buffer-pages", "3")
     assert r.exit_code == 2 and "3 is not a power of 2" in r.output
+
+
+def test_an_unforeseen_error_is_one_line(monkeypatch, capsys):
+    """A library changing under socktrace (bcc 0.18 lacked a method 0.26
+    has) is an error line naming the versions, not a traceback."""
+    import signal
+
+    import pytest
+    import socktrace.cli
+    from socktrace.__main__ import run as entry_point
+
+    def broken(**_):
+        raise AttributeError("'BPF' object has no attribute 'perf_buffer_consume'")
+    monkeypatch.setattr(socktrace.cli, "main", broken)
+    monkeypatch.delenv("SOCKTRACE_DEBUG", raising=False)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)   # run() would take SIGINT over
+    with pytest.raises(SystemExit) as exit_:
+        entry_point()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1
+    assert err.startswith("Error: unexpected AttributeError: 'BPF' object has no attribute "
+                          "'perf_buffer_consume' (socktrace ")
+    monkeypatch.setenv("SOCKTRACE_DEBUG", "1")
+    with pytest.raises(AttributeError):
+        entry_point()

@@ -118,3 +118,13 @@ def test_import_bcc_missing_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "bcc", None)  # hide any bcc
     with pytest.raises(BccMissing, match="python3-bpfcc"):
         import_bcc((str(tmp_path),))
+
+
+def test_import_bcc_too_old_names_the_upgrade(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "bcc", None)  # hide any bcc
+    pkg = tmp_path / "bcc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("__version__ = '0.12.0'\n")
+    with pytest.raises(BccMissing, match=r"bcc 0.12.0 is too old: socktrace needs bcc 0.18 or later "
+                                         r"\(upgrade python3-bpfcc\)"):
+        import_bcc((str(tmp_path),))

@@ -78,7 +78,7 @@ def provision_without_headers(rel: Release, rootfs: Path) -> Result:
 
 
 def vm(rel: Release, kernel: Kernel, image_dir: Path) -> Result:
-    configs = [c.name for c in kernel.configs] + (["demo"] if kernel.demo else [])
+    configs = [c.name for c in kernel.configs] + ["live"] + (["demo"] if kernel.demo else [])
     r = _process(f"vm-{rel.name}-{kernel.series}",
                  [str(TOP / "tests/vm/run-vm.sh"), str(image_dir), kernel.prefix, ",".join(configs)],
                  2400)

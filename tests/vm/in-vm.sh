@@ -49,6 +49,16 @@ run() {  # run CONFIG: PROBE-OFFSETS[-perf], e.g. auto-headers, kprobe-btf-perf
     echo "SOCKTRACE-VM-END $config rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
+live() {  # the host's live-tracer tests, unchanged, on this kernel
+    echo "SOCKTRACE-VM-BEGIN live"
+    start=$(cut -d' ' -f1 /proc/uptime)
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+    (cd /socktrace && $PY -m pytest -q --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
+        tests/kernel/test_live.py)
+    rc=$?
+    echo "SOCKTRACE-VM-END live rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+}
+
 demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo "SOCKTRACE-VM-BEGIN demo"
     start=$(cut -d' ' -f1 /proc/uptime)
@@ -93,6 +103,7 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
 for config in $SOCKTRACE_VM_CONFIGS; do
     case $config in
     demo) demo ;;
+    live) live ;;
     bench) bench ;;
     *)  run "$config" ;;
     esac

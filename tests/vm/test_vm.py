@@ -8,7 +8,7 @@ Images are built from Debian's packages once and cached
 (tests/distros/build.py); tests/distros/jobs.py boots the VMs in the
 background while the rest of the suite runs.  One VM per kernel runs every
 configuration of tests/distros/matrix.py, one socktrace process each
-(tests/vm/vm_suite.py).
+(tests/vm/vm_suite.py), then the host's own tests/kernel/test_live.py.
 """
 
 import re
@@ -51,6 +51,20 @@ def test_tracer_suite_in_vm(matrix, rel, kernel, config):
     assert re.search(r"\d+ passed", output) and not re.search(r"skipped|failed|error", output)
     mode = re.search(rf"SOCKTRACE-VM-MODE {config.name}: probe=(\S+) offsets=(.+?) buffer=", output)
     assert mode.group(1) == config.mode, mode.group(0)
+
+
+@pytest.mark.parametrize("rel, kernel", [pytest.param(
+    rel, kernel, id=f"{rel.name}-{kernel.series}", marks=pytest.mark.matrix("vm", rel.name, kernel.series))
+    for rel, kernel in vm_runs()])
+def test_live_suite_in_vm(matrix, rel, kernel):
+    """tests/kernel/test_live.py, as on this machine, on the VM's kernel:
+    the suite holds on a kernel with kprobes, fexit and headers too."""
+    r = booted(matrix, rel, kernel)
+    assert "live" in r.sections, r.output[-4000:]
+    rc, output, seconds = r.sections["live"]
+    print(f"{rel.name} {kernel.series} live: {seconds} s")
+    assert rc == 0, output[-6000:]
+    assert re.search(r"\d+ passed", output) and not re.search(r"skipped|failed|error", output)
 
 
 def test_vagrantfile_validates(tmp_path):

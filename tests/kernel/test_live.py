@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-import capabilities
 from helpers import SOCKTRACE, Socktrace, burst, check, listener
 from socktrace.kernel.compiler_memory import droppable, read_smaps
 
@@ -139,39 +138,6 @@ def test_accept_blocked_before_tracing_starts(socktrace, peer):
     assert not [r for r in st.records if r["type"] == "unaccepted" and r["lport"] == port]
 
 
-def test_probe_tracepoint_works_on_any_kernel(socktrace):
-    st = socktrace("--probe", "tracepoint")
-    assert st.ready["probe"] == "tracepoint"
-    assert st.ready["offsets"] == capabilities.expected_offsets()
-
-
-@pytest.mark.parametrize("mode", ["kprobe", "kfunc"])
-def test_function_probe_modes_load_where_the_kernel_allows(socktrace, mode):
-    """Where the kernel takes such programs (found out independently:
-    tests/kernel/capabilities.py), the mode loads; where not, socktrace
-    says why in one line and loads nothing."""
-    works = capabilities.kprobes() if mode == "kprobe" else capabilities.fexit()
-    if works:
-        st = socktrace("--probe", mode)
-        assert st.ready["probe"] == mode and st.ready["skipped"] == {}
-        return
-    r = subprocess.run([SOCKTRACE, "--json", "--probe", mode], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stdout == ""
-    assert re.fullmatch(rf"Error: probe mode {mode}: .+\n", r.stderr), r.stderr
-    if mode == "kprobe":
-        assert "CONFIG_KPROBES is not set" in r.stderr
-    else:  # the errno the kernel gave the same program here
-        assert re.search(r"refused to (load|attach) an fexit program \(E\w+", r.stderr), r.stderr
-
-
-def test_auto_picks_the_cheapest_mode_that_works(tracer):
-    want = capabilities.expected_auto_mode(capabilities.fexit(), capabilities.kprobes())
-    assert tracer.ready["probe"] == want
-    order = ["kfunc", "kprobe", "tracepoint"]
-    assert set(tracer.ready["skipped"]) == set(order[:order.index(want)])
-    assert tracer.ready["offsets"] == capabilities.expected_offsets()
-
-
 def test_compiler_code_is_dropped_once_loaded(tracer):
     """bcc leaves LLVM and clang resident after compiling; socktrace drops
     their clean pages (kernel/compiler_memory.py): issue 6 asks <= 100 MB."""
@@ -288,9 +254,11 @@ def test_mounts_tracefs_when_missing(tmp_path):
     """In a mount namespace without tracefs and debugfs, socktrace mounts
     them itself."""
     out = tmp_path / "out"
-    script = ("umount -R /sys/kernel/debug 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; "
+    # tracefs may be mounted more than once there (a mount stacked on another)
+    script = ("umount -R /sys/kernel/debug 2>/dev/null; "
+              "while umount /sys/kernel/tracing 2>/dev/null; do :; done; "
               "mountpoint -q /sys/kernel/tracing && exit 3; "
-              f"{SOCKTRACE} --json --probe tracepoint > {out} & pid=$!; "
+              f"{SOCKTRACE} --json --probe tracepoint --no-snapshot > {out} & pid=$!; "
               f"for i in $(seq 300); do grep -q ready {out} && break; sleep 0.1; done; "
               "kill -INT $pid; wait $pid")
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],

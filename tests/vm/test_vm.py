@@ -57,7 +57,7 @@ def test_tracer_suite_in_vm(matrix, rel, kernel, config):
     rel, kernel, id=f"{rel.name}-{kernel.series}", marks=pytest.mark.matrix("vm", rel.name, kernel.series))
     for rel, kernel in vm_runs()])
 def test_live_suite_in_vm(matrix, rel, kernel):
-    """tests/kernel/test_live.py, as on this machine, on the VM's kernel:
+    """tests/kernel/test_live.py and test_modes.py, as on this machine, on the VM's kernel:
     the suite holds on a kernel with kprobes, fexit and headers too."""
     r = booted(matrix, rel, kernel)
     assert "live" in r.sections, r.output[-4000:]

@@ -128,3 +128,39 @@ def test_import_bcc_too_old_names_the_upgrade(tmp_path, monkeypatch):
     with pytest.raises(BccMissing, match=r"bcc 0.12.0 is too old: socktrace needs bcc 0.18 or later "
                                          r"\(upgrade python3-bpfcc\)"):
         import_bcc((str(tmp_path),))
+
+
+def btf_blob(types: bytes, strings: bytes) -> bytes:
+    """A BTF image: header, type section, string section."""
+    import struct
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings)) \
+        + types + strings
+
+
+def test_btf_reader_on_a_small_image(tmp_path):
+    """struct s { int a; unsigned x:3, y:5; } by hand, as pahole would
+    describe it: no gcc needed, so this runs in every userland too."""
+    import struct
+    strings = b"\0int\0s\0a\0x\0y\0"
+    types = struct.pack("<III", 1, 1 << 24, 4) + struct.pack("<I", 32)          # [1] INT int, 4 bytes
+    types += struct.pack("<III", 5, (4 << 24) | (1 << 31) | 3, 8)               # [2] STRUCT s, kind_flag
+    types += struct.pack("<III", 7, 1, 0) + struct.pack("<III", 9, 1, (3 << 24) | 32) \
+        + struct.pack("<III", 11, 1, (5 << 24) | 35)
+    path = tmp_path / "btf"
+    path.write_bytes(btf_blob(types, strings))
+    with BTF(str(path)) as btf:
+        assert btf.field("s", "a").bit_offset == 0
+        y = btf.int_field("s", "y")
+        assert (y.offset, y.shift, y.mask) == (4, 3, 0x1F)
+        assert btf.int_field("s", "a").mask == 0xFFFFFFFF
+
+
+def test_btf_kind_newer_than_known(tmp_path):
+    import struct
+    path = tmp_path / "btf"
+    path.write_bytes(btf_blob(struct.pack("<III", 0, 25 << 24, 0), b"\0"))
+    with pytest.raises(BTFError, match="kind 25, newer than this socktrace knows"):
+        BTF(str(path))
+    path.write_bytes(b"not btf at all")
+    with pytest.raises(BTFError, match="is not BTF"):
+        BTF(str(path))

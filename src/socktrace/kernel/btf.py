@@ -5,10 +5,11 @@ not have; BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF=y) describes the
 running kernel's structs exactly.
 
 Read here in Python (include/uapi/linux/btf.h; Documentation/bpf/btf.rst),
-not through libbpf: libbpf before 1.0 cannot parse the BTF of newer kernels
-(Debian 11's libbpf 0.3 fails on the type tags of Linux 5.17+ and returned
-an error pointer that crashed its caller), and a reader that only indexes
-what it needs takes about 50 ms for vmlinux, as long as libbpf's parse.
+not through libbpf: an old libbpf cannot parse a newer kernel's BTF
+(Debian 11's libbpf 0.3 answers -EINVAL for Linux 6.18's, which has kinds
+added since: DECL_TAG, TYPE_TAG, ENUM64; and as an error pointer, which
+crashed its caller), and a reader that only indexes what it needs takes
+about 55 ms for vmlinux, as long as libbpf's parse.
 """
 
 from __future__ import annotations

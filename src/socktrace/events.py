@@ -8,7 +8,6 @@ Decoding is a pure function of the bytes and a clock offset.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import re
 import struct
 from functools import lru_cache
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 
-AF_INET, AF_INET6 = 2, 10
-FAMILY_NAMES = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}
+from . import classify
+from .classify import FAMILY_NAMES
 
 
 def parse_defines(header_text: str) -> dict[str, int]:
@@ -119,7 +118,7 @@ class Connection:
     @property
     def peer_is_ipv4(self) -> bool:
         """The peer's real protocol is IPv4 (plain or mapped)."""
-        return self.sock_family == "AF_INET" or self.mapped
+        return classify.peer_is_ipv4(self.sock_family, self.mapped)
 
 
 @dataclass(frozen=True)
@@ -137,25 +136,6 @@ class ProcessArgs:
     pid: int
     args: bytes
     truncated: bool
-
-
-@lru_cache(maxsize=65536)  # a busy server sees the same few addresses again and again
-def format_addr(raw: bytes, family: int) -> tuple[str, bool]:
-    """Text form of an address and whether it is IPv4-mapped.
-
-    >>> format_addr(bytes(10) + b"\\xff\\xff" + bytes([10, 0, 0, 20]), AF_INET6)
-    ('10.0.0.20', True)
-    >>> format_addr(bytes([127, 0, 0, 1]) + bytes(12), AF_INET)
-    ('127.0.0.1', False)
-    >>> format_addr(bytes(15) + b"\\x01", AF_INET6)
-    ('::1', False)
-    """
-    if family == AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4])), False
-    addr = ipaddress.IPv6Address(raw[:16])
-    if addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped), True
-    return str(addr), False
 
 
 # sport, dport, ts_ns and sk come last in struct event
@@ -210,8 +190,8 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     kind = KIND_BY_TYPE.get(type_)
     if kind is None:
         raise ValueError(f"unknown event type {type_}")
-    laddr, _ = format_addr(saddr, family)
-    raddr, mapped = format_addr(daddr, family)
+    laddr, _ = classify.address(saddr, family)
+    raddr, mapped = classify.address(daddr, family)
     return _connection({
         "kind": kind, "time_ns": ts_ns + wall_offset_ns,
         "sk": sk, "pid": pid, "tid": tid, "uid": uid,

@@ -12,6 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from .advice import fixes_for
+from .classify import protocol
+
 CONNECTION_TYPES = ("accept", "connect", "unaccepted")
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 
@@ -48,13 +51,6 @@ def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any
                     bad.append(BadLine(path, n, reason))
                 else:
                     yield rec
-
-
-def protocol(rec: dict[str, Any]) -> str:
-    """ipv4 (AF_INET), mapped (IPv4 over AF_INET6) or ipv6."""
-    if rec["sock_family"] == "AF_INET":
-        return "ipv4"
-    return "mapped" if rec["mapped"] else "ipv6"
 
 
 @dataclass
@@ -117,7 +113,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
         if kind not in CONNECTION_TYPES:
             continue
         r.records += 1
-        proto = protocol(rec)
+        proto = protocol(rec["sock_family"], rec["mapped"])
         who = (rec["pid"], rec["comm"], rec.get("cmdline"))
         p = r.processes.setdefault(who, Process(*who))
         p.by_type[kind] += 1
@@ -143,28 +139,6 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
     # a listener matters here when it serves IPv4 through mapping
     r.listeners = {k: v for k, v in r.listeners.items() if v.mapped}
     return r
-
-
-def is_java(comm: str | None, cmdline: str | None) -> bool:
-    return comm == "java" or (cmdline or "").split(" ", 1)[0].endswith("java")
-
-
-def fixes_for(comm: str | None, cmdline: str | None, port: int) -> list[str]:
-    """The changes that make a dual-stack listener's IPv4 connections plain tcp."""
-    fixes = []
-    if is_java(comm, cmdline):
-        fixes.append("start the JVM with -Djava.net.preferIPv4Stack=true "
-                     "(it then opens AF_INET sockets only; no IPv6)")
-    if comm == "nginx":
-        fixes.append(f"in nginx: 'listen {port};' plus 'listen [::]:{port} ipv6only=on;'")
-    fixes += [
-        f"set IPV6_V6ONLY=1 on the listener of port {port} and listen on a separate "
-        "AF_INET socket for IPv4",
-        "or, if it need not serve IPv6, bind it to 0.0.0.0 (an AF_INET socket)",
-        "net.ipv6.bindv6only=1 (sysctl) makes IPV6_V6ONLY the default for sockets "
-        "created afterwards: restart the service; programs that set the option keep their choice",
-    ]
-    return fixes
 
 
 def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
+from .classify import peer_is_ipv4
 from .kernel import netns
 from .kernel.sockdiag import LISTEN, TCP_STATES, DiagSocket, dump_tcp
 from .procinfo import ProcessCache, socket_owners
@@ -61,7 +62,7 @@ class Sock(NamedTuple):
 
     @property
     def peer_is_ipv4(self) -> bool:
-        return self.sock_family == "AF_INET" or self.mapped
+        return peer_is_ipv4(self.sock_family, self.mapped)
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -76,13 +77,6 @@ class Snapshot:
     hidden_sockets: int = 0            # sockets whose owner could not be seen
 
 
-def _unmap(addr: str) -> tuple[str, bool]:
-    """ "::ffff:10.0.0.1" -> ("10.0.0.1", True)."""
-    if addr.startswith("::ffff:") and "." in addr:
-        return addr[len("::ffff:"):], True
-    return addr, False
-
-
 def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns: int) -> list[Sock]:
     """Turn sock_diag records of one namespace into classified sockets.
 
@@ -94,14 +88,11 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
     listeners: dict[int, list[tuple[DiagSocket, Listener]]] = {}
     for d in raw:
         if d.state == LISTEN:
-            laddr, _ = _unmap(d.src)
             listeners.setdefault(d.sport, []).append(
-                (d, Listener(laddr, d.sport, d.v6only, owners.get(d.inode, ()))))
+                (d, Listener(d.src, d.sport, d.v6only, owners.get(d.inode, ()))))
     out = []
     for d in raw:
         family = "AF_INET6" if d.family == socket.AF_INET6 else "AF_INET"
-        laddr, lmapped = _unmap(d.src)
-        raddr, rmapped = _unmap(d.dst)
         listener = None
         if d.state != LISTEN:
             for ld, lst in listeners.get(d.sport, ()):
@@ -110,8 +101,8 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
                     break
         out.append(Sock(
             state=TCP_STATES.get(d.state, str(d.state)), sock_family=family,
-            mapped=rmapped if d.state != LISTEN else lmapped,
-            laddr=laddr, lport=d.sport, raddr=raddr, rport=d.dport, uid=d.uid, inode=d.inode,
+            mapped=d.dst_mapped if d.state != LISTEN else d.src_mapped,
+            laddr=d.src, lport=d.sport, raddr=d.dst, rport=d.dport, uid=d.uid, inode=d.inode,
             netns=ns, owners=owners.get(d.inode, ()),
             v6only=d.v6only if family == "AF_INET6" else None,
             listener=listener,

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from socktrace.events import (Connection, Kind, ProcessArgs, ProcessGone, RawCmdline,
-                              RawEvent, decode, format_addr, parse_defines)
+                              RawEvent, decode, parse_defines)
+from socktrace.classify import address as format_addr
 from socktrace.kernel.sources import bpf_source_dir
 
 from rawevents import _C, raw

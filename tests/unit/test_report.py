@@ -2,7 +2,8 @@ import gzip
 import json
 
 from socktrace.output.report_text import format_report
-from socktrace.report import BadLine, fixes_for, read_log, summarize, to_json
+from socktrace.advice import fixes_for
+from socktrace.report import BadLine, read_log, summarize, to_json
 
 
 def conn(type_="accept", pid=10, comm="java", cmdline="java -jar backup.jar", fam="AF_INET6",

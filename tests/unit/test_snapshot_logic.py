@@ -28,8 +28,10 @@ def test_parse_sock_diag_dump():
             + _NLMSGHDR.pack(20, 3, 2, 1, 0) + b"\0\0\0\0")
     socks, done = parse(data)
     assert done
-    assert socks[0] == DiagSocket(V6, 10, "::", 4243, "::", 0, 0, 0, 0, 77, False)
-    assert (socks[1].src, socks[1].dst, socks[1].dport) == ("::ffff:10.0.0.12", "::ffff:10.0.0.20", 64702)
+    assert socks[0] == DiagSocket(V6, 10, "::", 4243, "::", 0, 0, 0, 0, 77, False, False, False)
+    # mapped addresses in dotted form, flagged (classify.address)
+    assert (socks[1].src, socks[1].dst, socks[1].dport, socks[1].src_mapped, socks[1].dst_mapped) == \
+        ("10.0.0.12", "10.0.0.20", 64702, True, True)
     assert (socks[2].src, socks[2].sport, socks[2].v6only) == ("127.0.0.1", 5000, None)
 
 
@@ -44,12 +46,12 @@ def test_parse_error_message():
 
 
 RAW = [
-    DiagSocket(V6, 10, "::", 4243, "::", 0, 1, 50, 0, 10, False),                 # dual-stack listener
-    DiagSocket(V6, 1, "::ffff:10.0.0.12", 4243, "::ffff:10.0.0.20", 5000, 0, 0, 0, 11, False),
-    DiagSocket(V6, 1, "::ffff:10.0.0.12", 4243, "::ffff:10.0.0.21", 5001, 0, 0, 0, 0, False),  # queued
-    DiagSocket(V6, 5, "::ffff:10.0.0.12", 4243, "::ffff:10.0.0.22", 5002, 0, 0, 0, 0, False),  # orphan
-    DiagSocket(V6, 1, "2001:db8::1", 4243, "2001:db8::2", 5003, 0, 0, 0, 12, False),
-    DiagSocket(V4, 1, "10.0.0.12", 40000, "10.0.0.30", 22, 0, 0, 0, 13, None),   # a client
+    DiagSocket(V6, 10, "::", 4243, "::", 0, 1, 50, 0, 10, False, False, False),  # dual-stack listener
+    DiagSocket(V6, 1, "10.0.0.12", 4243, "10.0.0.20", 5000, 0, 0, 0, 11, False, True, True),
+    DiagSocket(V6, 1, "10.0.0.12", 4243, "10.0.0.21", 5001, 0, 0, 0, 0, False, True, True),  # queued
+    DiagSocket(V6, 5, "10.0.0.12", 4243, "10.0.0.22", 5002, 0, 0, 0, 0, False, True, True),  # orphan
+    DiagSocket(V6, 1, "2001:db8::1", 4243, "2001:db8::2", 5003, 0, 0, 0, 12, False, False, False),
+    DiagSocket(V4, 1, "10.0.0.12", 40000, "10.0.0.30", 22, 0, 0, 0, 13, None, False, False),  # a client
 ]
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from functools import lru_cache
 from typing import NamedTuple
+
+from ..classify import address
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -40,7 +41,7 @@ DEFAULT_STATES = sum(1 << s for s in TCP_STATES if s not in (6, 12))
 class DiagSocket(NamedTuple):
     family: int
     state: int
-    src: str
+    src: str           # text, IPv4-mapped addresses in dotted form (classify.address)
     sport: int
     dst: str
     dport: int
@@ -49,20 +50,8 @@ class DiagSocket(NamedTuple):
     uid: int
     inode: int         # 0: no struct socket yet (a connection still in the accept queue)
     v6only: bool | None
-
-
-_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
-
-
-@lru_cache(maxsize=4096)  # a host has few distinct addresses and many sockets
-def _addr(family: int, raw: bytes) -> str:
-    """Text form; IPv4-mapped addresses as ::ffff:a.b.c.d whatever the
-    Python version prints."""
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if raw[:12] == _MAPPED_PREFIX:
-        return "::ffff:" + socket.inet_ntop(socket.AF_INET, raw[12:16])
-    return socket.inet_ntop(socket.AF_INET6, raw)
+    src_mapped: bool   # an AF_INET6 socket's IPv4-mapped address
+    dst_mapped: bool
 
 
 def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
@@ -91,9 +80,11 @@ def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
             if atype == INET_DIAG_SKV6ONLY:
                 v6only = bool(data[a + _RTA.size])
             a += (alen + 3) & ~3
-        out.append(DiagSocket(family, state, _addr(family, src), int.from_bytes(sport, "big"),
-                              _addr(family, dst), int.from_bytes(dport, "big"),
-                              rqueue, wqueue, uid, inode, v6only))
+        src_text, src_mapped = address(src, family)
+        dst_text, dst_mapped = address(dst, family)
+        out.append(DiagSocket(family, state, src_text, int.from_bytes(sport, "big"),
+                              dst_text, int.from_bytes(dport, "big"),
+                              rqueue, wqueue, uid, inode, v6only, src_mapped, dst_mapped))
         off += (length + 3) & ~3
     return out, False
 

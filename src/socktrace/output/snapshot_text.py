@@ -3,19 +3,17 @@ and --explain."""
 
 from __future__ import annotations
 
-from ..report import fixes_for
+from ..advice import fixes_for
+from ..classify import endpoint, label
 from ..snapshot import Snapshot, Sock
 from .escape import escape
-from .table import endpoint
 
 _ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
 HEADER = _ROW.format("Proto", "Local Address", "Foreign Address", "State", "PID/Program", "Note")
 
 
 def proto(s: Sock) -> str:
-    if s.sock_family == "AF_INET":
-        return "tcp"
-    return "tcp6 MAPPED" if s.mapped else "tcp6"
+    return label(s.sock_family, s.mapped)
 
 
 def owners(s: Sock) -> str:
@@ -40,8 +38,7 @@ def note(s: Sock) -> str:
 
 def format_row(s: Sock) -> str:
     peer = "*" if s.state == "LISTEN" else str(s.rport)
-    return _ROW.format(proto(s), endpoint(s.laddr, s.lport),
-                       f"[{s.raddr}]:{peer}" if ":" in s.raddr else f"{s.raddr}:{peer}",
+    return _ROW.format(proto(s), endpoint(s.laddr, s.lport), endpoint(s.raddr, peer),
                        s.state, owners(s), note(s)).rstrip()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from ..classify import endpoint, label
 from .escape import escape
 from .records import parse_iso_time
 
@@ -19,20 +20,9 @@ _ROW = "{:<8} {:<7} {:<20} {:<20} {:<21} {:<11} {}"
 HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
 
 
-def endpoint(addr: str, port: int) -> str:
-    """ss-style address:port; IPv6 in brackets.
-
-    >>> endpoint("::1", 8080)
-    '[::1]:8080'
-    """
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 def socket_label(rec: dict[str, Any]) -> str:
-    """tcp, tcp6 or tcp6 MAPPED."""
-    if rec["sock_family"] == "AF_INET":
-        return "tcp"
-    return "tcp6 MAPPED" if rec["mapped"] else "tcp6"
+    """tcp, tcp6 or tcp6 MAPPED, for a record (classify.label)."""
+    return label(rec["sock_family"], rec["mapped"])
 
 
 def format_row(rec: dict[str, Any]) -> str:

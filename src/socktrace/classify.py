@@ -1,0 +1,75 @@
+"""The classification, written once: what netstat calls a socket (tcp,
+tcp6), whether an AF_INET6 socket carries an IPv4 peer (MAPPED), addresses
+and endpoints as text.  The tracer's records, the live table, the snapshot
+and the report all take it from here.
+
+An IPv4-mapped IPv6 address is ::ffff:a.b.c.d (RFC 4291 section 2.5.5.2);
+an AF_INET6 socket without IPV6_V6ONLY serves IPv4 peers through such
+addresses (RFC 3493 section 3.7).  Mapped addresses are shown in dotted
+IPv4 form, as netstat does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+AF_INET, AF_INET6 = 2, 10
+FAMILY_NAMES = {AF_INET: "AF_INET", AF_INET6: "AF_INET6"}
+MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+@lru_cache(maxsize=65536)  # a busy server sees the same few addresses again and again
+def address(raw: bytes, family: int) -> tuple[str, bool]:
+    """Text form of a raw address (network byte order) and whether it is
+    IPv4-mapped.
+
+    >>> address(bytes(10) + b"\\xff\\xff" + bytes([10, 0, 0, 20]), AF_INET6)
+    ('10.0.0.20', True)
+    >>> address(bytes([127, 0, 0, 1]) + bytes(12), AF_INET)
+    ('127.0.0.1', False)
+    >>> address(bytes(15) + b"\\x01", AF_INET6)
+    ('::1', False)
+    """
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4])), False
+    if raw[:12] == MAPPED_PREFIX:
+        return str(ipaddress.IPv4Address(raw[12:16])), True
+    return str(ipaddress.IPv6Address(raw[:16])), False
+
+
+def label(sock_family: str, mapped: bool) -> str:
+    """tcp (AF_INET), tcp6, or tcp6 MAPPED (an AF_INET6 socket, IPv4 peer).
+
+    >>> label("AF_INET6", True)
+    'tcp6 MAPPED'
+    """
+    if sock_family == "AF_INET":
+        return "tcp"
+    return "tcp6 MAPPED" if mapped else "tcp6"
+
+
+def protocol(sock_family: str, mapped: bool) -> str:
+    """What the peer really speaks, as the report counts it: ipv4 (AF_INET),
+    mapped (IPv4 over AF_INET6) or ipv6.
+
+    >>> protocol("AF_INET6", True), protocol("AF_INET", False)
+    ('mapped', 'ipv4')
+    """
+    if sock_family == "AF_INET":
+        return "ipv4"
+    return "mapped" if mapped else "ipv6"
+
+
+def peer_is_ipv4(sock_family: str, mapped: bool) -> bool:
+    """The peer's real protocol is IPv4, plain or mapped."""
+    return sock_family == "AF_INET" or mapped
+
+
+def endpoint(addr: str, port: int | str) -> str:
+    """ss-style address:port; IPv6 in brackets.
+
+    >>> endpoint("::1", 8080), endpoint("10.0.0.1", "*")
+    ('[::1]:8080', '10.0.0.1:*')
+    """
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

@@ -73,22 +73,28 @@ class Size(click.ParamType):
         return n
 
 
-def _port(ctx, param, value):
-    if value is not None and not 1 <= value <= 65535:
-        raise click.BadParameter(f"{value} is not a TCP port (1-65535)")
-    return value
-
-
 def _pages(ctx, param, value):
     if value is not None and (value < 1 or value & (value - 1)):
         raise click.BadParameter(f"{value} is not a power of 2")
     return value
 
 
-def _pid(ctx, param, value):
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"{value} is not a process id")
-    return value
+def _numbers(low: int, high: int, what: str):
+    """A callback for an option given once or more, each time one number or
+    several separated by commas, as bcc's tools take them: -P 80,443 -P 8080."""
+    def convert(ctx, param, values):
+        out = []
+        for value in values:
+            for part in value.split(","):
+                try:
+                    n = int(part)
+                except ValueError:
+                    raise click.BadParameter(f"{part!r} is not {what}") from None
+                if not low <= n <= high:
+                    raise click.BadParameter(f"{n} is not {what}")
+                out.append(n)
+        return tuple(out)
+    return convert
 
 
 def filter_options(f):
@@ -96,8 +102,12 @@ def filter_options(f):
     for option in reversed([
         click.option("--mapped-only", is_flag=True,
                      help="Only AF_INET6 sockets with an IPv4-mapped peer (the tracer filters in the kernel)."),
-        click.option("-p", "--pid", type=int, callback=_pid, help="Only this process id."),
-        click.option("-P", "--port", type=int, callback=_port, help="Only this local or remote port."),
+        click.option("-p", "--pid", multiple=True, metavar="PID[,PID...]",
+                     callback=_numbers(1, 2**22, "a process id"),
+                     help="Only these processes (repeatable; commas too)."),
+        click.option("-P", "--port", multiple=True, metavar="PORT[,PORT...]",
+                     callback=_numbers(1, 65535, "a TCP port (1-65535)"),
+                     help="Only these local or remote ports (repeatable; commas too: -P 80,443)."),
         click.option("-c", "--comm", help="Only processes whose name contains this text."),
         click.option("-4", "ipv4", is_flag=True,
                      help="Only IPv4 peers: AF_INET sockets and mapped peers of AF_INET6 sockets."),
@@ -182,7 +192,9 @@ def trace(settings: Settings) -> None:
     try:
         bcc = import_bcc()
         ensure_mounted()
-        loader = Loader(bcc, KernelFilter(settings.filter.mapped_only, settings.filter.pid),
+        pids = settings.filter.pid
+        loader = Loader(bcc, KernelFilter(settings.filter.mapped_only,
+                                          next(iter(pids)) if len(pids) == 1 else None),
                         tracefs=tracefs_root(), buffer=settings.buffer,
                         buffer_pages=settings.buffer_pages)
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:

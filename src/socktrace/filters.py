@@ -4,17 +4,33 @@ kernel (probes.KernelFilter); this is the complete filter in userspace."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Union
 
 from .events import Connection
+
+Ints = Union[int, Iterable[int], None]
+
+
+def _set(value: Ints) -> frozenset[int]:
+    """None -> no filter (empty); 80 -> {80}; (80, 443) -> {80, 443}."""
+    if value is None:
+        return frozenset()
+    return frozenset((value,)) if isinstance(value, int) else frozenset(value)
 
 
 @dataclass(frozen=True)
 class Filter:
+    """Which connections to show.  `pid` and `port` take one value or
+    several (any of them matches), as bcc's tools do: Filter(port=(80, 443))."""
     mapped_only: bool = False
-    pid: int | None = None
-    port: int | None = None          # local or remote
+    pid: frozenset[int] = frozenset()
+    port: frozenset[int] = frozenset()   # local or remote
     comm: str | None = None          # substring of the process name, as opensnoop -n
     peer: str | None = None          # "4": the peer speaks IPv4 (plain or mapped); "6": native IPv6
+
+    def __post_init__(self):
+        object.__setattr__(self, "pid", _set(self.pid))
+        object.__setattr__(self, "port", _set(self.port))
 
     def matches(self, c: Connection) -> bool:
         """A traced connection."""
@@ -29,9 +45,9 @@ class Filter:
     def _matches(self, mapped, pids, comms, lport, rport, peer_is_ipv4) -> bool:
         if self.mapped_only and not mapped:
             return False
-        if self.pid is not None and self.pid not in pids:
+        if self.pid and self.pid.isdisjoint(pids):
             return False
-        if self.port is not None and self.port not in (lport, rport):
+        if self.port and lport not in self.port and rport not in self.port:
             return False
         if self.comm is not None and not any(self.comm in c for c in comms):
             return False

@@ -47,7 +47,8 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True)
 class KernelFilter:
-    """Filters applied in the kernel, before an event costs anything."""
+    """Filters applied in the kernel, before an event costs anything (one
+    pid there; several are filtered in userspace only)."""
     mapped_only: bool = False
     pid: int | None = None
 

@@ -304,3 +304,29 @@ def test_ctrl_c_while_starting_is_a_normal_stop(delay):
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (0, "")
     assert json.loads(out.splitlines()[-1])["type"] == "summary"
+
+
+def test_filters_by_port_pid_and_name(socktrace, peer):
+    """-P with several ports, -p (filtered in the kernel), -c: each tracer
+    shows exactly the connections its filter names, and all of them."""
+    listeners = [listener(v6only=0) for _ in range(3)]
+    pa, pb, pc = (ls.getsockname()[1] for ls in listeners)
+    by_port = socktrace("-P", f"{pa},{pb}")
+    by_pid = socktrace("-p", str(os.getpid()))
+    by_name = socktrace("-c", "ev\x1b")            # a name with an escape in it, as evil-connect's
+    ours = [socket.create_connection(("127.0.0.1", p)) for p in (pa, pb, pc)]
+    for ls in listeners:
+        ls.accept()
+    evil = peer("evil-connect", str(pc))
+    evil_port = evil.read()["port"]
+    listeners[2].accept()
+    # every connection above has been through the kernel's hooks: a stop
+    # drains what the buffers hold
+    for st in (by_port, by_pid, by_name):
+        assert st.stop() == 0
+    mine = lambda st: [r for r in st.records if r["type"] in ("accept", "connect")
+                       and {r["lport"], r["rport"]} & {pa, pb, pc}]
+    assert {r["lport"] if r["type"] == "accept" else r["rport"] for r in mine(by_port)} == {pa, pb}
+    assert len(mine(by_port)) == 4                   # an accept and a connect on each
+    assert {r["pid"] for r in mine(by_pid)} == {os.getpid()} and len(mine(by_pid)) == 7
+    assert [(r["type"], r["pid"], r["lport"]) for r in mine(by_name)] == [("connect", evil.pid, evil_port)]

@@ -64,3 +64,15 @@ def test_an_unforeseen_error_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("SOCKTRACE_DEBUG", "1")
     with pytest.raises(AttributeError):
         entry_point()
+
+
+def test_ports_and_pids_take_several_values():
+    """As bcc's tools: -P 80,443, repeated, or both."""
+    from socktrace.cli import _numbers
+    ports = _numbers(1, 65535, "a TCP port (1-65535)")
+    assert ports(None, None, ("80,443", "8080")) == (80, 443, 8080)
+    assert ports(None, None, ()) == ()
+    r = run("-P", "80,http")
+    assert r.exit_code == 2 and "'http' is not a TCP port (1-65535)" in r.output
+    r = run("snapshot", "-p", "0")
+    assert r.exit_code == 2 and "0 is not a process id" in r.output

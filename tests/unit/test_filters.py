@@ -20,6 +20,8 @@ ALL = [MAPPED, NATIVE6, PLAIN4]
     (Filter(pid=7), [PLAIN4]),
     (Filter(port=5000), [NATIVE6]),          # remote port
     (Filter(port=4243), [MAPPED]),           # local port
+    (Filter(port=(4243, 80)), [MAPPED, PLAIN4]),   # any of several (-P 4243,80)
+    (Filter(pid=(7, 99)), [PLAIN4]),
     (Filter(comm="ngin"), [PLAIN4]),
     (Filter(comm="java", mapped_only=True), [MAPPED]),
     (Filter(comm="java", peer="6"), []),

@@ -157,6 +157,8 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
          no_snapshot):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
+    if ctx.invoked_subcommand is not None:
+        _tracing_options_only(ctx)
     flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
     if quiet and not output:
         raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
@@ -171,6 +173,20 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         filter=flt, snapshot=not no_snapshot)
     if ctx.invoked_subcommand is None:
         trace(ctx.obj)
+
+
+def _tracing_options_only(ctx: click.Context) -> None:
+    """The options before a subcommand are the tracer's: one given there
+    would be silently ignored (`socktrace -p 5 snapshot` used to list every
+    socket), so it is an error that says where it belongs."""
+    sub = main.commands[ctx.invoked_subcommand]
+    theirs = {o for p in sub.params for o in p.opts}
+    given = [p.opts for p in ctx.command.params
+             if ctx.get_parameter_source(p.name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        where = [f"{'/'.join(o)} after '{ctx.invoked_subcommand}'" if set(o) & theirs else
+                 f"{'/'.join(o)} not at all ('{ctx.invoked_subcommand}' does not trace)" for o in given]
+        raise click.UsageError("options before a subcommand are the tracer's: put " + ", ".join(where))
 
 
 def trace(settings: Settings) -> None:

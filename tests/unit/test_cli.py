@@ -76,3 +76,12 @@ def test_ports_and_pids_take_several_values():
     assert r.exit_code == 2 and "'http' is not a TCP port (1-65535)" in r.output
     r = run("snapshot", "-p", "0")
     assert r.exit_code == 2 and "0 is not a process id" in r.output
+
+
+def test_tracer_options_before_a_subcommand_are_an_error():
+    """`socktrace -p 5 snapshot` would list every socket: say where -p goes."""
+    r = run("-p", "5", "snapshot")
+    assert r.exit_code == 2
+    assert "put -p/--pid after 'snapshot'" in r.output
+    r = run("--probe", "kprobe", "report", "x.log")
+    assert r.exit_code == 2 and "put --probe not at all ('report' does not trace)" in r.output

@@ -17,4 +17,5 @@ echo "SOCKTRACE-USERLAND make install: $(($(date +%s) - t0)) s"
 /opt/socktrace/bin/pip install -q pytest
 SOCKTRACE=/usr/local/bin/socktrace PYTHONDONTWRITEBYTECODE=1 \
     /opt/socktrace/bin/python -m pytest -p no:cacheprovider --color=no -o addopts="-ra --doctest-modules" \
-    -m "not host_tools" tests/unit tests/kernel/test_live.py tests/kernel/test_modes.py --pyargs socktrace
+    -m "not host_tools" tests/unit tests/kernel/test_live.py tests/kernel/test_modes.py \
+    tests/kernel/test_kernel_btf.py --pyargs socktrace

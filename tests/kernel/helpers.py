@@ -133,7 +133,24 @@ def me():
             "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}
 
 
-def check(rec, sock, **extra):
-    want = {**as_seen(sock), **me(), **extra}
+def check(rec, sock, fields=None, **extra):
+    """`rec` is what socktrace must report for `sock`, made by this process
+    (only the `fields` of me(), when given)."""
+    mine = me() if fields is None else {k: v for k, v in me().items() if k in fields}
+    want = {**as_seen(sock), **mine, **extra}
     assert {k: rec.get(k) for k in want} == want
-    assert rec["cmdline"] == " ".join(open("/proc/self/cmdline", "rb").read().decode().split("\0")).strip()
+    if fields is None:
+        assert rec["cmdline"] == " ".join(open("/proc/self/cmdline", "rb").read().decode().split("\0")).strip()
+
+
+def ports(sock):
+    """The ports that tell this connection from every other one on the
+    machine (other suites trace it at the same time)."""
+    return {"lport": sock.getsockname()[1], "rport": sock.getpeername()[1]}
+
+
+def one(tracer, type_, timeout=15, **match):
+    """The first record of `type_` whose fields have the values of `match`."""
+    def pred(r):
+        return r["type"] == type_ and all(r.get(k) == v for k, v in match.items())
+    return tracer.wait_for(pred, timeout=timeout)[0]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import SOCKTRACE, Socktrace, burst, check, listener
+from helpers import SOCKTRACE, Socktrace, burst, check, listener, one, ports
 from socktrace.kernel.compiler_memory import droppable, read_smaps
 
 IPV6_V6ONLY = socket.IPV6_V6ONLY
@@ -22,18 +22,6 @@ def tracer():
     st = Socktrace()
     yield st
     assert st.stop() == 0
-
-
-def ports(sock):
-    """The ports that tell this connection from every other one on the
-    machine (other suites trace it at the same time)."""
-    return {"lport": sock.getsockname()[1], "rport": sock.getpeername()[1]}
-
-
-def one(tracer, type_, **match):
-    def pred(r):
-        return r["type"] == type_ and all(r.get(k) == v for k, v in match.items())
-    return tracer.wait_for(pred)[0]
 
 
 def test_dual_stack_listener_with_ipv4_client(tracer):

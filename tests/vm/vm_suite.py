@@ -22,7 +22,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernel"))
 import capabilities  # noqa: E402
-from helpers import Peer, Socktrace, as_seen, burst, listener, me  # noqa: E402
+import helpers  # noqa: E402
+from helpers import Peer, Socktrace, burst, listener  # noqa: E402
 
 CONFIG = os.environ.get("SOCKTRACE_TEST_CONFIG", "tracepoint-btf")
 PROBE = os.environ.get("SOCKTRACE_TEST_PROBE", "tracepoint")
@@ -48,14 +49,11 @@ def run():
 
 
 def one(st, type_, **match):
-    return st.wait_for(lambda r: r["type"] == type_ and all(r.get(k) == v for k, v in match.items()),
-                       timeout=60)[0]
+    return helpers.one(st, type_, timeout=60, **match)   # emulation is slow
 
 
 def check(rec, sock, **extra):
-    want = {**as_seen(sock), **{k: v for k, v in me().items() if k in ("pid", "tid", "uid", "comm")},
-            **extra}
-    assert {k: rec.get(k) for k in want} == want
+    helpers.check(rec, sock, fields=("pid", "tid", "uid", "comm"), **extra)
 
 
 def test_mode_offsets_and_buffer(run):

@@ -66,6 +66,22 @@ def peer_is_ipv4(sock_family: str, mapped: bool) -> bool:
     return sock_family == "AF_INET" or mapped
 
 
+WILDCARDS = ("::", "0.0.0.0")
+
+
+def came_through(listener_family, listener_addr: str, family, local_addr: str) -> bool:
+    """Whether a connection whose local address is `local_addr` came in
+    through a listener bound to `listener_addr` on the same port: the same
+    socket family, and the listener bound to a wildcard or to that address.
+
+    >>> came_through("AF_INET6", "::", "AF_INET6", "10.0.0.12")   # mapped, dual-stack listener
+    True
+    >>> came_through("AF_INET", "0.0.0.0", "AF_INET6", "10.0.0.12")
+    False
+    """
+    return listener_family == family and (listener_addr in WILDCARDS or listener_addr == local_addr)
+
+
 def endpoint(addr: str, port: int | str) -> str:
     """ss-style address:port; IPv6 in brackets.
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .classify import FAMILY_NAMES
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -143,21 +145,31 @@ def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:
     return owners, hidden
 
 
-def listener_pids(port: int, procfs: str = "/proc",
-                  listeners: Callable[[], list] | None = None) -> list[int]:
-    """Pids of the processes with a TCP socket listening on `port` (in
-    socktrace's network namespace).
+@dataclass(frozen=True)
+class Listening:
+    """A TCP listener of socktrace's network namespace and every process
+    holding it (forked workers share one)."""
+    sock_family: str
+    laddr: str
+    lport: int
+    pids: tuple[int, ...]
+
+
+def listening_sockets(procfs: str = "/proc", listeners: Callable[[], list] | None = None
+                      ) -> list[Listening]:
+    """The TCP listeners of socktrace's network namespace, with their owners.
 
     For a connection nobody accepted the kernel knows no owning process;
-    the listener's owner is the process responsible for it."""
+    the listener's owners are the processes responsible for it."""
     if listeners is None:
         from .kernel.sockdiag import LISTEN, dump_tcp
 
         def listeners():
             return [d for fam in (socket.AF_INET6, socket.AF_INET)
                     for d in dump_tcp(fam, states=1 << LISTEN)]
-    inodes = {d.inode for d in listeners() if d.sport == port}
-    if not inodes:
+    found = listeners()
+    if not found:
         return []
     owners, _ = socket_owners(procfs)
-    return sorted({pid for ino in inodes for pid in owners.get(ino, ())})
+    return [Listening(FAMILY_NAMES.get(d.family, str(d.family)), d.src, d.sport,
+                      tuple(sorted(set(owners.get(d.inode, ()))))) for d in found]

@@ -12,12 +12,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
-from .classify import peer_is_ipv4
+from .classify import came_through, peer_is_ipv4
 from .kernel import netns
 from .kernel.sockdiag import LISTEN, TCP_STATES, DiagSocket, dump_tcp
 from .procinfo import ProcessCache, socket_owners
 
-WILDCARDS = ("::", "0.0.0.0")
 # states in which a socket without a file (inode 0) is still in its listener's
 # accept queue; in the others it is an orphan its process already closed
 QUEUED_STATES = ("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV")
@@ -96,7 +95,7 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
         listener = None
         if d.state != LISTEN:
             for ld, lst in listeners.get(d.sport, ()):
-                if ld.family == d.family and (ld.src in WILDCARDS or ld.src == d.src):
+                if came_through(ld.family, ld.src, d.family, d.src):
                     listener = lst
                     break
         out.append(Sock(

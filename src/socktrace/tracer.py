@@ -23,7 +23,9 @@ from .kernel.ringbuf import RingReader
 from .output.records import (connection_record, lost_record, ready_record, record_like,
                              summary_record)
 from .probes import Probes
-from .procinfo import NO_PROCESS, ProcessCache, listener_pids
+from .classify import came_through
+from .kernel.netns import ns_inode
+from .procinfo import NO_PROCESS, Listening, ProcessCache, listening_sockets
 
 POLL_MS = 100
 HOUSEKEEPING_S = 1.0
@@ -37,7 +39,8 @@ class Tracer:
     def __init__(self, probes: Probes, sink, flt: Filter = Filter(),
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
-                 find_listeners: Callable[[int], list[int]] = listener_pids):
+                 find_listeners: Callable[[], list[Listening]] = listening_sockets,
+                 own_netns: int | None = None):
         self.probes = probes
         self.sink = sink
         # per event: no call at all when nothing is filtered in userspace
@@ -45,6 +48,9 @@ class Tracer:
         self.cache = cache or ProcessCache()
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
         self.find_listeners = find_listeners
+        self.own_netns = own_netns if own_netns is not None else ns_inode("/proc/self/ns/net")
+        # the listeners, looked up once per sweep of unaccepted connections
+        self._listening: list[Listening] | None = None
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.counts: Counter[Kind] = Counter()
         self.mapped = 0
@@ -118,12 +124,19 @@ class Tracer:
                                  cache.user(c.uid))
 
     def _attribute_to_listener(self, c: Connection) -> Connection:
-        """Nobody accepted it: name the process owning the listener."""
-        pids = self.find_listeners(c.lport)
-        if not pids:
+        """Nobody accepted it: name the process owning its listener, found
+        by the snapshot's rules (classify.came_through), in socktrace's own
+        network namespace, the only one whose listeners it can list."""
+        if c.netns != self.own_netns:
             return c
-        pid = pids[0]
-        return dataclasses.replace(c, pid=pid, comm=self.cache.comm(pid) or "")
+        if self._listening is None:
+            self._listening = self.find_listeners()
+        for lst in self._listening:
+            if lst.lport == c.lport and lst.pids and \
+                    came_through(lst.sock_family, lst.laddr, c.sock_family, c.laddr):
+                pid = lst.pids[0]
+                return dataclasses.replace(c, pid=pid, comm=self.cache.comm(pid) or "")
+        return c
 
     # -- periodic work ----------------------------------------------------
     def sweep_unaccepted(self, everything: bool = False) -> None:
@@ -131,6 +144,7 @@ class Tracer:
         (or all of them, at exit)."""
         table = self.probes.bpf["pending"]
         now = time.monotonic_ns()
+        self._listening = None   # listeners change between sweeps
         for key, value in list(table.items()):
             young = now - value.ts_ns < self.unaccepted_after_ns
             if value.type == 0:  # handshake not complete yet

@@ -7,7 +7,7 @@ from socktrace.events import RawEvent, STAT_LOST, decode
 from socktrace.output.records import connection_record
 from socktrace.filters import Filter
 from socktrace.probes import Mode, Probes
-from socktrace.procinfo import ProcessCache
+from socktrace.procinfo import Listening, ProcessCache
 from socktrace.tracer import Tracer
 
 from rawevents import raw
@@ -46,11 +46,24 @@ class Sink:
         pass
 
 
-def make(tmp_path, flt=Filter(), listeners=()):
+NETNS = 4026531840   # rawevents.raw's
+
+
+def make(tmp_path, flt=Filter(), listeners=(), listening=None):
+    """A tracer over fake tables; `listeners`: the pids of a dual-stack
+    listener on port 8080, or `listening`: the listeners themselves."""
     sink = Sink()
+    if listening is None:
+        listening = [Listening("AF_INET6", "::", 8080, tuple(listeners))] if listeners else []
+    lookups = []
+
+    def find_listeners():
+        lookups.append(1)
+        return list(listening)
     tracer = Tracer(Probes(FakeBPF(), Mode.TRACEPOINT, True, "BTF"), sink, flt,
                     cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
-                    find_listeners=lambda port: list(listeners))
+                    find_listeners=find_listeners, own_netns=NETNS)
+    tracer.lookups = lookups
     return tracer, sink
 
 
@@ -120,6 +133,28 @@ def test_unaccepted_reported_after_grace_and_attributed_to_listener(tmp_path):
     assert list(pending) == [2]
     tracer.sweep_unaccepted(everything=True)  # at exit: all of them
     assert len(sink.records) == 2 and not pending
+
+
+def test_unaccepted_matched_to_its_listener_once_per_sweep(tmp_path):
+    """The snapshot's rules: same port, same family, the listener's address
+    a wildcard or the connection's own; its network namespace only; the
+    listeners listed once for a whole sweep."""
+    fake_proc(tmp_path, 500, "nginx", [b"nginx"])
+    fake_proc(tmp_path, 600, "other", [b"other"])
+    tracer, sink = make(tmp_path, listening=[
+        Listening("AF_INET", "0.0.0.0", 8080, (600,)),        # another family
+        Listening("AF_INET6", "::1", 8080, (600,)),           # another address
+        Listening("AF_INET6", "::", 8080, (500,))])
+    pending = tracer.probes.bpf["pending"]
+    pending[1] = pending_entry(ts_ns=0, sport=8080)
+    pending[2] = pending_entry(ts_ns=0, sport=8080, dport=5001)
+    tracer.sweep_unaccepted()
+    assert [r["pid"] for r in sink.records] == [500, 500] and len(tracer.lookups) == 1
+    foreign = RawEvent.from_buffer_copy(raw("unaccepted", pid=0, tid=0, comm=b"", ts_ns=0, sport=8080))
+    foreign.netns = NETNS + 1                                 # a container's connection
+    pending[3] = foreign
+    tracer.sweep_unaccepted()
+    assert sink.records[-1]["pid"] is None
 
 
 def test_unaccepted_without_listener_owner(tmp_path):

@@ -44,7 +44,7 @@ class Socktrace:
         with self._cond:
             return [json.loads(line) for line in self.lines]
 
-    def wait_for(self, pred, count=1, timeout=15):
+    def wait_for(self, pred, count=1, timeout=30):
         """Records matching `pred`, once there are at least `count`."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -63,7 +63,9 @@ class Socktrace:
     def stderr_now(self):
         return "" if self.proc.poll() is None else self.proc.stderr.read()
 
-    def stop(self, sig=signal.SIGINT, timeout=30):
+    def stop(self, sig=signal.SIGINT, timeout=120):
+        # generous: detaching the probes takes the kernel about 70 ms each
+        # here and seconds under the test VMs' emulation, two VMs at a time
         self.proc.send_signal(sig)
         rc = self.proc.wait(timeout)
         self._reader.join(timeout)
@@ -149,7 +151,7 @@ def ports(sock):
     return {"lport": sock.getsockname()[1], "rport": sock.getpeername()[1]}
 
 
-def one(tracer, type_, timeout=15, **match):
+def one(tracer, type_, timeout=30, **match):
     """The first record of `type_` whose fields have the values of `match`."""
     def pred(r):
         return r["type"] == type_ and all(r.get(k) == v for k, v in match.items())

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 
-from . import classify
-from .classify import FAMILY_NAMES
+from .classify import FAMILY_NAMES, address, peer_is_ipv4
 
 
 def parse_defines(header_text: str) -> dict[str, int]:
@@ -118,7 +117,7 @@ class Connection:
     @property
     def peer_is_ipv4(self) -> bool:
         """The peer's real protocol is IPv4 (plain or mapped)."""
-        return classify.peer_is_ipv4(self.sock_family, self.mapped)
+        return peer_is_ipv4(self.sock_family, self.mapped)
 
 
 @dataclass(frozen=True)
@@ -190,8 +189,8 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     kind = KIND_BY_TYPE.get(type_)
     if kind is None:
         raise ValueError(f"unknown event type {type_}")
-    laddr, _ = classify.address(saddr, family)
-    raddr, mapped = classify.address(daddr, family)
+    laddr, _ = address(saddr, family)
+    raddr, mapped = address(daddr, family)
     return _connection({
         "kind": kind, "time_ns": ts_ns + wall_offset_ns,
         "sk": sk, "pid": pid, "tid": tid, "uid": uid,

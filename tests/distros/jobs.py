@@ -96,7 +96,6 @@ class Matrix:
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="matrix")
         self._closed = False
         self.futures: dict[tuple[str, ...], Future] = {}
-        self.builds: dict[str, Future] = {}
         # releases with the most work after their build first
         order = sorted(releases, key=lambda r: -(2 * len(r.kernels) + r.provision))
         for rel in order:
@@ -106,7 +105,6 @@ class Matrix:
             for key in jobs:
                 self.futures[key] = Future()
             b = self._pool.submit(build, rel, bool(rel.kernels))
-            self.builds[rel.name] = b
             b.add_done_callback(lambda b, rel=rel, jobs=jobs: self._after_build(rel, jobs, b))
 
     def _after_build(self, rel: Release, jobs: list[tuple[str, ...]], b: Future) -> None:

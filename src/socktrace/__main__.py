@@ -5,13 +5,13 @@ import os
 import platform
 import signal
 import sys
-import threading
+
+from .signals import Flag, set_on
 
 
 def run() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = Flag()
+    set_on(stop, signal.SIGINT, signal.SIGTERM)
     from . import __version__
     from .cli import main
     try:

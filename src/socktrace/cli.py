@@ -30,6 +30,7 @@ from .output.table import TableSink
 from .output.tee import Tee
 from .report import BadLine, read_log, summarize, to_json
 from .probes import AUTO_ORDER, PERFBUF_PAGES, RINGBUF_PAGES, KernelFilter, Loader, Mode, ProbeError
+from .signals import Flag, set_on
 from .tracer import Tracer
 
 PROBE_CHOICES = ["auto"] + [m.value for m in Mode]
@@ -43,7 +44,7 @@ class Settings:
     unaccepted_after: float
     buffer: str
     buffer_pages: int | None
-    stop: threading.Event  # set by SIGINT/SIGTERM
+    stop: Flag  # set by SIGINT/SIGTERM
     output: str | None = None
     rotate_size: int | None = None
     rotate_keep: int = 5
@@ -164,7 +165,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
     if (rotate_size or rotate_gzip) and not output:
         raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
-    stop = (ctx.obj or {}).get("stop") or threading.Event()
+    stop = (ctx.obj or {}).get("stop") or Flag()
     ctx.obj = Settings(
         stop=stop, probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
@@ -194,10 +195,9 @@ def trace(settings: Settings) -> None:
         raise click.ClickException("socktrace needs root to load BPF programs: run it with sudo")
     # Ctrl-C and SIGTERM are a normal stop, whenever they come
     stop = settings.stop
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    reopen = threading.Event()
-    signal.signal(signal.SIGHUP, lambda *_: reopen.set())
+    set_on(stop, signal.SIGINT, signal.SIGTERM)
+    reopen = Flag()
+    set_on(reopen, signal.SIGHUP)
     try:
         # the log file first: a path that cannot be written fails before
         # anything is loaded into the kernel

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import mmap
-import threading
 import time
 from collections import Counter
 from typing import Callable
@@ -23,6 +22,7 @@ from .kernel.ringbuf import RingReader
 from .output.records import (connection_record, lost_record, ready_record, record_like,
                              summary_record)
 from .probes import Probes
+from .signals import Flag
 from .classify import came_through
 from .kernel.netns import ns_inode
 from .procinfo import NO_PROCESS, Listening, ProcessCache, listening_sockets
@@ -171,7 +171,7 @@ class Tracer:
         self._perf_lost += count
 
     # -- main loop --------------------------------------------------------
-    def _open_buffer(self, stop: threading.Event) -> tuple[Callable[[int], None], Callable[[], None]]:
+    def _open_buffer(self, stop: Flag) -> tuple[Callable[[int], None], Callable[[], None]]:
         """Open the event buffer; return poll(timeout_ms) and drain().
 
         The ring buffer is written without wakeups (socktrace.bpf.c), so
@@ -218,7 +218,7 @@ class Tracer:
         consume = getattr(b, "perf_buffer_consume", None) or (lambda: b.perf_buffer_poll(0))
         return checked(b.perf_buffer_poll), checked(consume)
 
-    def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> None:
+    def run(self, stop: Flag, reopen: Flag | None = None) -> None:
         """Trace until `stop` is set; reopen the outputs' files when
         `reopen` is set (SIGHUP)."""
         poll, drain = self._open_buffer(stop)

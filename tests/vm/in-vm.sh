@@ -22,8 +22,6 @@ mkdir -p /tmp/bin
 printf '#!/bin/sh\nexec %s -m socktrace "$@"\n' "$PY" > /tmp/bin/socktrace
 chmod +x /tmp/bin/socktrace
 export PYTHONPATH=/socktrace/src PYTHONDONTWRITEBYTECODE=1 SOCKTRACE=/tmp/bin/socktrace
-# a stop (detaching under emulation) took over 120 s once on Linux 7.3
-export SOCKTRACE_TEST_STOP_TIMEOUT=600
 echo "SOCKTRACE-VM userland $(. /etc/os-release; echo "$VERSION_CODENAME") python $($PY -c 'import platform; print(platform.python_version())') bcc $(dpkg-query -W -f '${Version}' python3-bpfcc)"
 
 run() {  # run CONFIG: PROBE-OFFSETS[-perf], e.g. auto-headers, kprobe-btf-perf

@@ -14,8 +14,9 @@ def run() -> None:
     set_on(stop, signal.SIGINT, signal.SIGTERM)
     from . import __version__
     from .cli import main
+    from .session import App
     try:
-        main(prog_name="socktrace", obj={"stop": stop})
+        main(prog_name="socktrace", obj=App(stop=stop))
     except Exception as exc:
         # What the CLI did not foresee (a library changed under us, a bug)
         # is still one line for the operator; SOCKTRACE_DEBUG=1 shows where.

@@ -7,52 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
-from dataclasses import dataclass
 
 import click
 
 from . import __version__
-from .bcc_import import BccMissing, import_bcc
 from .filters import Filter
-from .kernel.sources import SourcesMissing
-from .kernel.tracefs import ensure_mounted, tracefs_root
-from . import snapshot as snapshot_mod
-from .kernel import compiler_memory, netns
+from .kernel import netns
 from .output import snapshot_text
-from .output.jsonl import JsonSink, dumps
-from .procinfo import ProcessCache
+from .output.jsonl import dumps
 from .output.report_text import format_report
-from .output.logfile import LogFileError, LogWriter
-from .output.table import TableSink
-from .output.tee import Tee
+from .probes import PERFBUF_PAGES, RINGBUF_PAGES, Mode
 from .report import BadLine, read_log, summarize, to_json
-from .probes import AUTO_ORDER, PERFBUF_PAGES, RINGBUF_PAGES, KernelFilter, Loader, Mode, ProbeError
-from .signals import Flag, set_on
-from .tracer import Tracer
+from .session import App, SessionError, TraceOptions, take_snapshot
+from . import session
 
 PROBE_CHOICES = ["auto"] + [m.value for m in Mode]
-
-
-@dataclass(frozen=True)
-class Settings:
-    probe: str
-    json: bool
-    filter: Filter
-    unaccepted_after: float
-    buffer: str
-    buffer_pages: int | None
-    stop: Flag  # set by SIGINT/SIGTERM
-    output: str | None = None
-    rotate_size: int | None = None
-    rotate_keep: int = 5
-    rotate_gzip: bool = False
-    fsync: str = "interval"
-    quiet: bool = False
-    duration: float | None = None
-    snapshot: bool = True
 
 
 class Size(click.ParamType):
@@ -165,15 +135,17 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
     if (rotate_size or rotate_gzip) and not output:
         raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
-    stop = (ctx.obj or {}).get("stop") or Flag()
-    ctx.obj = Settings(
-        stop=stop, probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
+    app = ctx.ensure_object(App)
+    app.trace = TraceOptions(
+        probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
-        duration=duration,
-        filter=flt, snapshot=not no_snapshot)
+        duration=duration, filter=flt, snapshot=not no_snapshot)
     if ctx.invoked_subcommand is None:
-        trace(ctx.obj)
+        try:
+            session.trace(app.trace, app)
+        except SessionError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _tracing_options_only(ctx: click.Context) -> None:
@@ -188,67 +160,6 @@ def _tracing_options_only(ctx: click.Context) -> None:
         where = [f"{'/'.join(o)} after '{ctx.invoked_subcommand}'" if set(o) & theirs else
                  f"{'/'.join(o)} not at all ('{ctx.invoked_subcommand}' does not trace)" for o in given]
         raise click.UsageError("options before a subcommand are the tracer's: put " + ", ".join(where))
-
-
-def trace(settings: Settings) -> None:
-    if os.geteuid() != 0:
-        raise click.ClickException("socktrace needs root to load BPF programs: run it with sudo")
-    # Ctrl-C and SIGTERM are a normal stop, whenever they come
-    stop = settings.stop
-    set_on(stop, signal.SIGINT, signal.SIGTERM)
-    reopen = Flag()
-    set_on(reopen, signal.SIGHUP)
-    try:
-        # the log file first: a path that cannot be written fails before
-        # anything is loaded into the kernel
-        log = LogWriter(settings.output, settings.rotate_size, settings.rotate_keep,
-                        settings.rotate_gzip, settings.fsync) if settings.output else None
-    except LogFileError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        bcc = import_bcc()
-        ensure_mounted()
-        pids = settings.filter.pid
-        loader = Loader(bcc, KernelFilter(settings.filter.mapped_only,
-                                          next(iter(pids)) if len(pids) == 1 else None),
-                        tracefs=tracefs_root(), buffer=settings.buffer,
-                        buffer_pages=settings.buffer_pages)
-    except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
-        if log:
-            log.close()
-        raise click.ClickException(str(exc)) from None
-    if settings.duration:
-        timer = threading.Timer(settings.duration, stop.set)
-        timer.daemon = True
-        timer.start()
-
-    modes = AUTO_ORDER if settings.probe == "auto" else (Mode(settings.probe),)
-    try:
-        try:
-            probes = loader.load_first(modes)
-        except ProbeError as exc:
-            raise click.ClickException(str(exc)) from None
-        compiler_memory.release()  # LLVM and clang: 83 of 140 MB RSS (kernel/compiler_memory.py)
-        sinks = [] if settings.quiet else [
-            JsonSink(sys.stdout) if settings.json else TableSink(sys.stdout, sys.stderr)]
-        if log:
-            sinks.append(JsonSink(log))
-        sink = Tee(*sinks)
-        try:
-            if settings.snapshot:
-                show_existing(sink, settings.filter)
-            Tracer(probes, sink, settings.filter,
-                   unaccepted_after=settings.unaccepted_after).run(stop, reopen)
-        except BrokenPipeError:  # `socktrace | head`: the reader is gone
-            probes.detach()
-            # nothing more can reach the reader; keep Python's exit flush quiet
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        finally:
-            probes.close()
-    finally:
-        loader.close()
-        if log:
-            log.close()
 
 
 @main.command()
@@ -279,14 +190,6 @@ def report(files, as_json, top):
         sys.exit(1)
 
 
-def show_existing(sink, flt: Filter) -> None:
-    """Before tracing: the mapped connections that already exist."""
-    cache = ProcessCache()
-    snap = snapshot_mod.take([None], cache)
-    existing = [s for s in snap.sockets if s.mapped and s.state != "LISTEN" and flt.matches_socket(s)]
-    sink.existing(snap, existing, cache)
-
-
 @main.command()
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one record per socket.")
@@ -307,16 +210,13 @@ def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, as_json, explain, netns_s
         raise click.ClickException("entering another network namespace needs root: run it with sudo")
     namespaces = (netns.all_namespaces() if all_netns
                   else [netns.ns_path(netns_spec)] if netns_spec else [None])
-    cache = ProcessCache()
     try:
-        snap = snapshot_mod.take(namespaces, cache)
-    except OSError as exc:
-        raise click.ClickException(str(exc.strerror if exc.strerror else exc)) from None
-    socks = [s for s in snap.sockets if flt.matches_socket(s)]
+        snap, socks, records = take_snapshot(namespaces, flt)
+    except SessionError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
-        sys.stdout.write("".join(dumps(snapshot_mod.record(s, cache.user(s.uid))) + "\n"
-                                 for s in socks))
+        sys.stdout.write("".join(dumps(r) + "\n" for r in records))
     elif explain:
         click.echo(snapshot_text.explain(snap, socks), nl=False)
     else:
-        click.echo(snapshot_text.format_table(snap, socks), nl=False)
+        click.echo(snapshot_text.format_table(snap, records), nl=False)

@@ -25,16 +25,18 @@ class Filter:
     mapped_only: bool = False
     pid: frozenset[int] = frozenset()
     port: frozenset[int] = frozenset()   # local or remote
-    comm: str | None = None          # substring of the process name, as opensnoop -n
+    comm: str | None = None          # substring of the process or thread name, as opensnoop -n
     peer: str | None = None          # "4": the peer speaks IPv4 (plain or mapped); "6": native IPv6
 
     def __post_init__(self):
         object.__setattr__(self, "pid", _set(self.pid))
         object.__setattr__(self, "port", _set(self.port))
 
-    def matches(self, c: Connection) -> bool:
-        """A traced connection."""
-        return self._matches(c.mapped, (c.pid,), (c.comm,), c.lport, c.rport, c.peer_is_ipv4)
+    def matches(self, c: Connection, process: str | None = None) -> bool:
+        """A traced connection; -c matches the name of its thread (c.comm)
+        or of its process (`process`: a JVM's threads have names of their own)."""
+        return self._matches(c.mapped, (c.pid,), (c.comm, process or ""), c.lport, c.rport,
+                             c.peer_is_ipv4)
 
     def matches_socket(self, s) -> bool:
         """A socket of `socktrace snapshot` (snapshot.Sock): it matches a

@@ -1,4 +1,10 @@
-"""Probe strategy: which kernel hooks feed the BPF program, and falling back.
+"""The BPF program in the kernel: the only module that uses bcc.
+
+It compiles, loads and attaches the program (Loader), and offers the
+tracer what it needs in domain terms (Probes): raw events, the connections
+nobody accepted, the drop counters, detaching.
+
+Probe strategy: which kernel hooks feed the BPF program, and falling back.
 
 Modes, cheapest first (the order `auto` tries them):
   kfunc       fexit on inet_csk_accept and tcp_v6_connect (BPF trampolines)
@@ -12,19 +18,25 @@ All modes share the tracepoints that catch what a function probe misses
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
+import mmap
 import os
 import platform
 import re
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
 
 from .kernel import headers
 from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
+from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
+from .events import STAT_LOST, STAT_PENDING_FULL
+from .signals import Flag
 
 
 class Mode(str, enum.Enum):
@@ -39,6 +51,7 @@ RINGBUF_PAGES = 1024     # 4 MiB: ~40,000 events
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # connections between handshake and accept()
 FEXIT_TARGET = "inet_csk_accept"
+HALF_OPEN_MAX_NS = 60 * 10**9  # a pending entry whose handshake never completed
 
 
 class ProbeError(Exception):
@@ -53,19 +66,69 @@ class KernelFilter:
     pid: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class Drops:
+    """The kernel's drop counters, totals since loading."""
+    lost: int                   # events the buffer had no room for
+    unaccepted_untracked: int   # queued connections the pending map had no room for
+
+
 class Probes:
-    """A loaded and attached BPF program."""
-    bpf: object
-    mode: Mode
-    ringbuf: bool
-    offsets_from: str                     # "BTF" or "kernel headers"
-    buffer_pages: int = RINGBUF_PAGES
-    skipped: list[tuple[Mode, str]] = field(default_factory=list)
+    """A loaded and attached BPF program, in the tracer's terms: batches
+    of raw events, the connections nobody accepted, the drop counters.
+    The only object that holds a bcc one (made by Loader.load)."""
+
+    def __init__(self, bpf, mode: Mode, ringbuf: bool, offsets_from: str,
+                 buffer_pages: int = RINGBUF_PAGES):
+        self._bpf = bpf
+        self.mode = mode
+        self.ringbuf = ringbuf
+        self.offsets_from = offsets_from          # "BTF" or "kernel headers"
+        self.buffer_pages = buffer_pages
+        self.skipped: list[tuple[Mode, str]] = []  # the modes tried first, and why not
+        self._events: _RingEvents | _PerfEvents | None = None
+
+    def events(self, stop: Flag) -> _RingEvents | _PerfEvents:
+        """The event buffer, opened once: poll(ms) waits up to `ms` (or
+        until `stop`) and returns the raw events that came; drain() returns
+        what is buffered now."""
+        if self._events is None:
+            self._events = (_RingEvents(self._bpf, self.buffer_pages, stop) if self.ringbuf
+                            else _PerfEvents(self._bpf, self.buffer_pages))
+        return self._events
+
+    def take_unaccepted(self, older_than_ns: int) -> list[bytes]:
+        """Take out of the kernel's `pending` map the connections whose
+        handshake completed at least `older_than_ns` ago and that nobody
+        accepted (0: all of them), as raw events.  Entries whose handshake
+        never completed go after HALF_OPEN_MAX_NS, silently."""
+        table = self._bpf["pending"]
+        now = time.monotonic_ns()   # the clock of bpf_ktime_get_ns()
+        taken = []
+        for key, value in list(table.items()):
+            age = now - value.ts_ns
+            if value.type == 0:  # handshake not complete yet
+                if age > HALF_OPEN_MAX_NS:
+                    table.pop(key, None)
+                continue
+            if age < older_than_ns:
+                continue
+            try:
+                del table[key]
+            except KeyError:  # accept() took it meanwhile
+                continue
+            taken.append(ctypes.string_at(ctypes.addressof(value), ctypes.sizeof(value)))
+        return taken
+
+    def drops(self) -> Drops:
+        stats = self._bpf["stats"]
+        perf_lost = self._events.lost if isinstance(self._events, _PerfEvents) else 0
+        return Drops(perf_lost + sum(stats[ctypes.c_int(STAT_LOST)]),
+                     sum(stats[ctypes.c_int(STAT_PENDING_FULL)]))
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""
-        b = self.bpf
+        b = self._bpf
         for name in list(b.tracepoint_fds):
             b.detach_tracepoint(name)
         for name in list(b.raw_tracepoint_fds):
@@ -78,7 +141,57 @@ class Probes:
             b.detach_kfunc(name)
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        self._bpf.cleanup()
+
+
+class _RingEvents:
+    """The ring buffer, written without wakeups (socktrace.bpf.c): poll()
+    waits out its interval (or a stop) and then reads everything committed
+    in one batch, straight from the shared pages (kernel/ringbuf.py)."""
+
+    def __init__(self, bpf, pages: int, stop: Flag):
+        self._ring = RingReader.open(bpf["events"].map_fd, pages * mmap.PAGESIZE)
+        self._stop = stop
+
+    def poll(self, ms: int) -> list[bytes]:
+        self._stop.wait(ms / 1000)
+        return self._ring.read()
+
+    def drain(self) -> list[bytes]:
+        return self._ring.read()
+
+
+class _PerfEvents:
+    """The per-CPU perf buffer (kernels before 5.8), through bcc: its
+    callback only collects the bytes, so nothing can fail inside it (bcc
+    prints and swallows a callback's exceptions)."""
+
+    def __init__(self, bpf, pages: int):
+        self._batch: list[bytes] = []
+        self.lost = 0   # samples the kernel dropped
+        bpf["events"].open_perf_buffer(self._on_event, page_cnt=pages, lost_cb=self._on_lost)
+        self._poll = bpf.perf_buffer_poll
+        # bcc 0.18 (Debian 11) has no perf_buffer_consume(); a poll that
+        # does not wait reads what is there just the same
+        self._consume = getattr(bpf, "perf_buffer_consume", None) or (lambda: bpf.perf_buffer_poll(0))
+
+    def _on_event(self, cpu, data, size) -> None:
+        self._batch.append(ctypes.string_at(data, size))
+
+    def _on_lost(self, count: int) -> None:
+        self.lost += count
+
+    def poll(self, ms: int) -> list[bytes]:
+        self._poll(ms)
+        return self._take()
+
+    def drain(self) -> list[bytes]:
+        self._consume()
+        return self._take()
+
+    def _take(self) -> list[bytes]:
+        batch, self._batch = self._batch, []
+        return batch
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple
+from typing import Iterable, NamedTuple
 
 from .classify import came_through, peer_is_ipv4
 from .kernel import netns
@@ -141,26 +141,3 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
         sockets += classify(raw, owners, ns)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)
     return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets)
-
-
-def record(s: Sock, user: str | None) -> dict[str, Any]:
-    """One socket with the tracer's field names (README, JSON Lines)."""
-    first = s.owners[0] if s.owners else None
-    rec: dict[str, Any] = {
-        "type": "socket", "state": s.state,
-        "pid": first.pid if first else None, "comm": first.comm if first else None,
-        "cmdline": first.cmdline if first else None,
-        "uid": s.uid, "user": user, "netns": s.netns, "inode": s.inode or None,
-        "sock_family": s.sock_family, "mapped": s.mapped,
-        "laddr": s.laddr, "lport": s.lport, "raddr": s.raddr, "rport": s.rport,
-        "processes": [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline} for o in s.owners],
-    }
-    if s.state == "LISTEN":
-        rec["v6only"] = s.v6only
-    if s.listener:
-        lo = s.listener.owners[0] if s.listener.owners else None
-        rec["listener"] = {"laddr": s.listener.laddr, "lport": s.listener.lport,
-                           "v6only": s.listener.v6only,
-                           "pid": lo.pid if lo else None, "comm": lo.comm if lo else None}
-        rec["queued"] = s.queued
-    return rec

@@ -3,8 +3,9 @@ import json
 from socktrace.events import decode
 from socktrace.output.escape import escape
 from socktrace.output.jsonl import dumps
-from socktrace.output.records import connection_record
-from socktrace.output.table import HEADER, format_row, socket_label
+from socktrace.records import connection_record
+from socktrace.classify import label
+from socktrace.output.table import HEADER, format_row
 from socktrace.procinfo import ProcessInfo
 
 from rawevents import raw
@@ -14,8 +15,8 @@ CONTRACT = {"type", "time", "pid", "tid", "comm", "uid", "cmdline", "sock_family
             "mapped", "laddr", "lport", "raddr", "rport"}
 
 
-def record(**kw):
-    return connection_record(decode(raw(**kw), 0), PROC, "root")
+def record(proc=PROC, **kw):
+    return connection_record(decode(raw(**kw), 0), proc, "root")
 
 
 def test_record_carries_the_contract_fields():
@@ -57,19 +58,33 @@ def test_table_row_fits_100_columns_and_marks_mapped():
 def test_table_row_worst_case_ipv4_fits():
     row = format_row(record(saddr="::ffff:255.255.255.255", sport=65535,
                             daddr="::ffff:255.255.255.254", dport=65535,
-                            pid=4194304, comm=b"abcdefghijklmno"))
-    assert len(row) <= 103  # pid/comm at its widest may push a column
+                            pid=4194304, proc=ProcessInfo("abcdefghijklmno", None, None)))
+    assert len(row) <= 100 and len(HEADER) <= 100
+    assert "4194304/abcdefghijk+ " in row   # cut as ps cuts, the whole name in JSON
+
+
+def test_table_names_the_process_and_json_the_thread_too():
+    """A JVM accepts on a thread with its own name: the table shows the
+    process's, as netstat does; JSON carries both."""
+    rec = record(comm=b"http-nio-4243-A", pid=4724, tid=4801)
+    assert (rec["comm"], rec["process"]) == ("http-nio-4243-A", "java")
+    assert " 4724/java " in format_row(rec)
+    gone = record(comm=b"curl", pid=5155, tid=5155, proc=ProcessInfo(None, None, None))
+    assert gone["process"] == "curl"          # exited before the lookup: its main thread's name
+    assert record(comm=b"worker", tid=1, proc=ProcessInfo(None, None, None))["process"] is None
 
 
 def test_table_row_escapes_comm():
-    row = format_row(record(comm=b"ev\x1b[2Jil"))
+    row = format_row(record(comm=b"ev\x1b[2Jil", proc=ProcessInfo("ev\x1b[2Jil", None, None)))
+    assert "\x1b" not in row and "ev\\x1b[2Jil" in row
+    row = format_row(record(comm=b"ev\x1b[2Jil", tid=31307, proc=ProcessInfo(None, None, None)))
     assert "\x1b" not in row and "ev\\x1b[2Jil" in row
 
 
 def test_table_native_ipv6_and_plain_tcp():
-    assert socket_label(record(saddr="::1", daddr="::1")) == "tcp6"
+    assert label(**{k: v for k, v in record(saddr="::1", daddr="::1").items() if k in ("sock_family", "mapped")}) == "tcp6"
     rec = record(kind="connect", family=2, saddr="127.0.0.1", daddr="127.0.0.1", v6only=0xff)
-    assert socket_label(rec) == "tcp"
+    assert label(rec["sock_family"], rec["mapped"]) == "tcp"
     assert format_row(rec).endswith(" -")
     assert "[::1]:4243" in format_row(record(saddr="::1", daddr="::1", v6only=1))
 

@@ -5,7 +5,9 @@ import struct
 
 from socktrace.filters import Filter
 from socktrace.kernel.sockdiag import DiagSocket, _MSG, _NLMSGHDR, _RTA, parse
-from socktrace.output.snapshot_text import explain, format_row
+from socktrace.output import snapshot_text
+from socktrace.output.snapshot_text import explain
+from socktrace.records import socket_record
 from socktrace.snapshot import Owner, Snapshot, classify
 
 V6, V4 = socket.AF_INET6, socket.AF_INET
@@ -75,6 +77,10 @@ def test_filters_on_sockets():
     assert [s.rport for s in socks if Filter(mapped_only=True).matches_socket(s)] == [5000, 5001, 5002]
     assert [s.rport for s in socks if Filter(comm="ss").matches_socket(s)] == [22]
     assert [s.rport for s in socks if Filter(pid=100, peer="6").matches_socket(s)] == [0, 5003]
+
+
+def format_row(sock):
+    return snapshot_text.format_row(socket_record(sock, None))
 
 
 def test_rows():

@@ -12,6 +12,8 @@ except ImportError:  # a distro Python without it (Debian 12 has no python3-orjs
     orjson = None
 from typing import Any, TextIO
 
+from ..records import LostRecord, ReadyRecord, Record, SocketRecord, SummaryRecord
+
 
 def dumps(rec: dict[str, Any]) -> str:
     """One compact JSON object.  orjson is several times faster than
@@ -32,7 +34,7 @@ _dumps_bytes = (functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE
 
 
 class JsonSink:
-    """JSON Lines to a text stream: stdout, or a LogWriter."""
+    """JSON Lines to a text stream: stdout, or a LogWriter (output.sink.Sink)."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -45,29 +47,26 @@ class JsonSink:
         if hasattr(self.out, "close") and self.out not in (sys.stdout, sys.stderr):
             self.out.close()
 
-    def ready(self, rec: dict[str, Any]) -> None:
+    def ready(self, rec: ReadyRecord) -> None:
         self._write(rec)
         self.flush()
 
-    def connections(self, recs: list[dict[str, Any]]) -> None:
+    def connections(self, recs: list[Record]) -> None:
         lines = b"".join([_dumps_bytes(rec) for rec in recs])
         self.out.write(lines if getattr(self.out, "binary", False) else lines.decode())
 
-    def existing(self, snap, socks, cache) -> None:
-        """The mapped connections that existed before tracing began."""
-        from ..snapshot import record
-        for s in socks:
-            self._write({**record(s, cache.user(s.uid)), "type": "existing"})
+    def existing(self, recs: list[SocketRecord]) -> None:
+        self.connections(recs)
 
-    def lost(self, rec: dict[str, Any]) -> None:
+    def lost(self, rec: LostRecord) -> None:
         self._write(rec)
 
-    def summary(self, rec: dict[str, Any]) -> None:
+    def summary(self, rec: SummaryRecord) -> None:
         self._write(rec)
         self.flush()
 
     def flush(self) -> None:
         self.out.flush()
 
-    def _write(self, rec: dict[str, Any]) -> None:
+    def _write(self, rec: Record) -> None:
         self.connections([rec])

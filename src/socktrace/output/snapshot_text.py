@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..advice import fixes_for
 from ..classify import endpoint, label
+from ..records import SocketRecord
 from ..snapshot import Snapshot, Sock
 from .escape import escape
 
@@ -12,43 +13,51 @@ _ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
 HEADER = _ROW.format("Proto", "Local Address", "Foreign Address", "State", "PID/Program", "Note")
 
 
-def proto(s: Sock) -> str:
-    return label(s.sock_family, s.mapped)
+def proto(rec: SocketRecord) -> str:
+    return label(rec["sock_family"], rec["mapped"])
 
 
-def owners(s: Sock) -> str:
-    return ",".join(f"{o.pid}/{escape(o.comm or '?')}" for o in s.owners) or "-"
+def owners(processes: list) -> str:
+    return ",".join(f"{o['pid']}/{escape(o['comm'] or '?')}" for o in processes)
 
 
-def note(s: Sock) -> str:
-    if s.state == "LISTEN":
-        if s.sock_family == "AF_INET":
+def note(rec: SocketRecord) -> str:
+    if rec["state"] == "LISTEN":
+        if rec["sock_family"] == "AF_INET":
             return ""
-        return "dual-stack: takes IPv4 too (v6only=0)" if s.dual_stack else "v6only=1"
-    if s.queued:
-        lo = ",".join(f"{o.pid}/{escape(o.comm or '?')}" for o in s.listener.owners) or "?"
-        return f"queued, not accepted (listener {lo})"
-    if not s.inode:
+        return "dual-stack: takes IPv4 too (v6only=0)" if rec.get("v6only") is False else "v6only=1"
+    listener = rec.get("listener")
+    if rec.get("queued"):
+        return f"queued, not accepted (listener {owners(listener['processes']) or '?'})"
+    if not rec["inode"]:
         return "orphan: closed by its process"
-    if s.listener:
-        v6 = "" if s.listener.v6only is None else f" v6only={int(s.listener.v6only)}"
-        return f"via {endpoint(s.listener.laddr, s.listener.lport)}{v6}"
+    if listener:
+        v6 = "" if listener["v6only"] is None else f" v6only={int(listener['v6only'])}"
+        return f"via {endpoint(listener['laddr'], listener['lport'])}{v6}"
     return ""
 
 
-def format_row(s: Sock) -> str:
-    peer = "*" if s.state == "LISTEN" else str(s.rport)
-    return _ROW.format(proto(s), endpoint(s.laddr, s.lport), endpoint(s.raddr, peer),
-                       s.state, owners(s), note(s)).rstrip()
+def format_row(rec: SocketRecord) -> str:
+    """One socket as netstat -tupn shows it, with its classification.
+
+    >>> print(format_row({"state": "ESTABLISHED", "sock_family": "AF_INET6", "mapped": True,
+    ...     "laddr": "10.0.0.12", "lport": 3128, "raddr": "10.0.0.20", "rport": 50312,
+    ...     "inode": 1, "processes": [{"pid": 700, "comm": "squid", "cmdline": None}],
+    ...     "listener": {"laddr": "::", "lport": 3128, "v6only": False}}))
+    tcp6 MAPPED 10.0.0.12:3128         10.0.0.20:50312        ESTABLISHED 700/squid            via [::]:3128 v6only=0
+    """
+    peer = "*" if rec["state"] == "LISTEN" else str(rec["rport"])
+    return _ROW.format(proto(rec), endpoint(rec["laddr"], rec["lport"]), endpoint(rec["raddr"], peer),
+                       rec["state"], owners(rec["processes"]) or "-", note(rec)).rstrip()
 
 
-def format_table(snap: Snapshot, socks: list[Sock]) -> str:
+def format_table(snap: Snapshot, records: list[SocketRecord]) -> str:
     lines = [f"net.ipv6.bindv6only = {snap.bindv6only if snap.bindv6only is not None else '?'}"
              + (" (new AF_INET6 sockets are dual-stack unless they set IPV6_V6ONLY)"
                 if snap.bindv6only == 0 else ""), HEADER]
-    lines += [format_row(s) for s in socks]
-    mapped = sum(1 for s in socks if s.mapped and s.state != "LISTEN")
-    lines.append(f"{len(socks)} sockets; {mapped} IPv4 connections over AF_INET6 sockets (MAPPED)")
+    lines += [format_row(r) for r in records]
+    mapped = sum(1 for r in records if r["mapped"] and r["state"] != "LISTEN")
+    lines.append(f"{len(records)} sockets; {mapped} IPv4 connections over AF_INET6 sockets (MAPPED)")
     lines += _unseen(snap)
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """The live table: one row per connection, netstat/ss-like, fits 100 columns.
 
-    TIME     EVENT   PID/COMM             LOCAL                PEER                  SOCKET      V6ONLY
-    10:42:01 accept  31307/java           10.0.0.12:4243       10.0.0.20:64702       tcp6 MAPPED 0
+    TIME     EVENT   PID/COMM             LOCAL                 PEER                  SOCKET      V6ONLY
+    10:42:01 accept  31307/java           10.0.0.12:4243        10.0.0.20:64702       tcp6 MAPPED 0
 
 SOCKET is the socket's family as netstat names it (tcp, tcp6); MAPPED marks
 an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
@@ -9,43 +9,68 @@ an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+import time
+from calendar import timegm as calendar_timegm
+from functools import lru_cache
+from typing import TextIO
 
 from ..classify import endpoint, label
+from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from .escape import escape
-from .records import parse_iso_time
+from . import snapshot_text
 
 EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued"}
-_ROW = "{:<8} {:<7} {:<20} {:<20} {:<21} {:<11} {}"
+_ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
+_WHO = 20
 HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
 
 
-def socket_label(rec: dict[str, Any]) -> str:
-    """tcp, tcp6 or tcp6 MAPPED, for a record (classify.label)."""
-    return label(rec["sock_family"], rec["mapped"])
+@lru_cache(maxsize=4)
+def local_clock(utc_second: str) -> str:
+    """The local HH:MM:SS of a record's time, from its first 19 characters
+    (the rows of one second share them: one conversion per second).
+
+    >>> local_clock("2026-11-23T11:02:05") == time.strftime("%H:%M:%S", time.localtime(1795431725))
+    True
+    """
+    utc = time.strptime(utc_second, "%Y-%m-%dT%H:%M:%S")
+    return time.strftime("%H:%M:%S", time.localtime(calendar_timegm(utc)))
 
 
-def format_row(rec: dict[str, Any]) -> str:
-    when = parse_iso_time(rec["time"]).astimezone()
+def format_row(rec: ConnectionRecord) -> str:
+    """One connection; PID/COMM names the process as netstat does (31307/java,
+    not the accepting thread's name).
+
+    >>> print(format_row({"type": "accept", "time": "2026-11-23T11:02:05.225923Z", "pid": 31307,
+    ...     "comm": "http-nio-4243-Ac", "process": "java", "sock_family": "AF_INET6", "mapped": True,
+    ...     "laddr": "10.0.0.12", "lport": 4243, "raddr": "10.0.0.20", "rport": 64702, "v6only": False})[9:])
+    accept  31307/java           10.0.0.12:4243        10.0.0.20:64702       tcp6 MAPPED 0
+    """
     v6only = rec.get("v6only")
-    who = f"{rec['pid'] or '-'}/{escape(rec['comm'] or '?')}"
+    pid = f"{rec['pid'] or '-'}/"
+    name = rec.get("process") or rec["comm"] or "?"
+    if len(pid) + len(name) > _WHO:  # cut as ps cuts a long user name: the rest is in JSON
+        name = name[:_WHO - len(pid) - 1] + "+"
+    who = pid + escape(name)  # a name with control characters may still push the columns
     return _ROW.format(
-        when.strftime("%H:%M:%S"),
+        local_clock(rec["time"][:19]),
         EVENT_LABELS.get(rec["type"], rec["type"]),
         who,
         endpoint(rec["laddr"], rec["lport"]),
         endpoint(rec["raddr"], rec["rport"]),
-        socket_label(rec),
+        label(rec["sock_family"], rec["mapped"]),
         "-" if v6only is None else str(int(v6only)),
     ).rstrip()
 
 
 class TableSink:
+    """Rows on `out`, notices on `err` (output.sink.Sink)."""
+
     def __init__(self, out: TextIO, err: TextIO):
         self.out = out
         self.err = err
 
-    def ready(self, rec: dict[str, Any]) -> None:
+    def ready(self, rec: ReadyRecord) -> None:
         for mode, reason in rec["skipped"].items():
             self.err.write(f"socktrace: {mode} skipped: {reason}\n")
         self.err.write(f"socktrace: tracing with probe mode {rec['probe']}"
@@ -54,28 +79,25 @@ class TableSink:
         self.out.write(HEADER + "\n")
         self.out.flush()
 
-    def connections(self, recs: list[dict[str, Any]]) -> None:
+    def connections(self, recs: list[ConnectionRecord]) -> None:
         self.out.write("".join(format_row(rec) + "\n" for rec in recs))
 
-    def existing(self, snap, socks, cache) -> None:
-        """The mapped connections that existed before tracing began."""
-        from .snapshot_text import HEADER as SNAP_HEADER, format_row as snap_row
-        if not socks:
+    def existing(self, recs: list[SocketRecord]) -> None:
+        if not recs:
             self.err.write("socktrace: no existing IPv4 connection over an AF_INET6 socket\n")
             return
-        self.out.write(f"Existing IPv4 connections over AF_INET6 sockets ({len(socks)}):\n")
-        self.out.write(SNAP_HEADER + "\n")
-        for s in socks:
-            self.out.write(snap_row(s) + "\n")
+        self.out.write(f"Existing IPv4 connections over AF_INET6 sockets ({len(recs)}):\n")
+        self.out.write(snapshot_text.HEADER + "\n")
+        self.out.write("".join(snapshot_text.format_row(r) + "\n" for r in recs))
         self.out.write("\n")
 
-    def lost(self, rec: dict[str, Any]) -> None:
+    def lost(self, rec: LostRecord) -> None:
         self.flush()
         self.err.write(f"socktrace: WARNING: {rec['lost']} events lost so far (buffer full), "
                        f"{rec['unaccepted_untracked']} queued connections untracked\n")
         self.err.flush()
 
-    def summary(self, rec: dict[str, Any]) -> None:
+    def summary(self, rec: SummaryRecord) -> None:
         self.flush()
         counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
         n = rec["events"]
@@ -85,3 +107,9 @@ class TableSink:
 
     def flush(self) -> None:
         self.out.flush()
+
+    def reopen(self) -> None:
+        """Nothing to reopen: a terminal or a pipe."""
+
+    def close(self) -> None:
+        self.flush()

@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
+from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
+from .sink import Sink
+
 
 class Tee:
-    """The output interface (ready, existing, connections, lost, summary,
-    flush, reopen, close), fanned out; outputs lacking a method skip it."""
+    """Sinks fanned out, in order: a Sink itself."""
 
-    def __init__(self, *sinks):
+    def __init__(self, *sinks: Sink):
+        for s in sinks:
+            if not isinstance(s, Sink):
+                raise TypeError(f"{type(s).__name__} does not implement output.sink.Sink")
         self.sinks = sinks
 
-    def connections(self, recs) -> None:
-        for sink in self.sinks:
-            sink.connections(recs)
+    def ready(self, rec: ReadyRecord) -> None:
+        for s in self.sinks:
+            s.ready(rec)
 
-    def _all(self, name: str, *args) -> None:
-        for sink in self.sinks:
-            method = getattr(sink, name, None)
-            if method is not None:
-                method(*args)
+    def existing(self, recs: list[SocketRecord]) -> None:
+        for s in self.sinks:
+            s.existing(recs)
 
-    def ready(self, rec) -> None:
-        self._all("ready", rec)
+    def connections(self, recs: list[ConnectionRecord]) -> None:
+        for s in self.sinks:
+            s.connections(recs)
 
-    def existing(self, snap, socks, cache) -> None:
-        self._all("existing", snap, socks, cache)
+    def lost(self, rec: LostRecord) -> None:
+        for s in self.sinks:
+            s.lost(rec)
 
-    def lost(self, rec) -> None:
-        self._all("lost", rec)
-
-    def summary(self, rec) -> None:
-        self._all("summary", rec)
+    def summary(self, rec: SummaryRecord) -> None:
+        for s in self.sinks:
+            s.summary(rec)
 
     def flush(self) -> None:
-        self._all("flush")
+        for s in self.sinks:
+            s.flush()
 
     def reopen(self) -> None:
-        self._all("reopen")
+        for s in self.sinks:
+            s.reopen()
 
     def close(self) -> None:
-        self._all("close")
+        for s in self.sinks:
+            s.close()

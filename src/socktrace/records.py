@@ -1,0 +1,216 @@
+"""The records every output receives: the JSON Lines contract.
+
+Records are dicts, typed as TypedDicts: a sink writes them as they are
+(orjson serializes a dict at 1 us; a dataclass would need a conversion per
+event) and a type checker knows every field.  Field names are a contract
+(README, "JSON Lines"): later consumers rely on them.  Add fields freely;
+never rename.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Dict, List, Optional, TypedDict, Union
+
+from .events import Connection, Kind
+from .procinfo import ProcessInfo
+from .snapshot import Owner, Sock
+
+
+class _Connection(TypedDict):
+    type: str                  # accept, connect, unaccepted
+    time: str                  # iso_time()
+    pid: Optional[int]
+    tid: Optional[int]
+    comm: Optional[str]        # the thread's name, as the kernel saw it
+    process: Optional[str]     # the process's name (/proc/PID/comm), as netstat shows it
+    uid: int
+    user: Optional[str]
+    cmdline: Optional[str]
+    cgroup: Optional[str]
+    cgroup_id: Optional[int]
+    netns: int
+    sock_family: str
+    mapped: bool
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+
+
+class ConnectionRecord(_Connection, total=False):
+    v6only: Optional[bool]     # accept and unaccepted only
+
+
+class _Owner(TypedDict):
+    pid: int
+    comm: Optional[str]
+    cmdline: Optional[str]
+
+
+class _SocketListener(TypedDict):
+    laddr: str
+    lport: int
+    v6only: Optional[bool]
+    pid: Optional[int]
+    comm: Optional[str]
+    processes: List[_Owner]
+
+
+class _Socket(TypedDict):
+    type: str                  # socket (snapshot), existing (the tracer's first lines)
+    state: str
+    pid: Optional[int]
+    comm: Optional[str]
+    cmdline: Optional[str]
+    uid: int
+    user: Optional[str]
+    netns: int
+    inode: Optional[int]
+    sock_family: str
+    mapped: bool
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+    processes: List[_Owner]
+
+
+class SocketRecord(_Socket, total=False):
+    v6only: Optional[bool]             # listeners
+    listener: _SocketListener          # accepted or queued connections
+    queued: bool
+
+
+class ReadyRecord(TypedDict):
+    type: str
+    probe: str
+    skipped: Dict[str, str]
+    offsets: str
+    buffer: str
+
+
+class LostRecord(TypedDict):
+    type: str
+    lost: int
+    unaccepted_untracked: int
+
+
+class SummaryRecord(TypedDict):
+    type: str
+    events: int
+    mapped: int
+    lost: int
+    unaccepted_untracked: int
+    by_type: Dict[str, int]
+
+
+Record = Union[ConnectionRecord, SocketRecord, ReadyRecord, LostRecord, SummaryRecord]
+
+
+@lru_cache(maxsize=4)
+def _second(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+
+
+def iso_time(time_ns: int) -> str:
+    """ISO 8601 UTC with microseconds: 1700000001123456000 ->
+    '2023-11-14T22:13:21.123456Z' (the seconds part cached: events come in
+    bursts within the same second)."""
+    sec, ns = divmod(time_ns, 1_000_000_000)
+    return "%s.%06dZ" % (_second(sec), ns // 1000)  # faster than an f-string with a format spec
+
+
+def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> ConnectionRecord:
+    """The record of one connection.
+
+    For an unaccepted connection `c.pid`/`c.comm` are the listener owner's
+    (or 0/"" when no listener owner was found).  The process name is the
+    one /proc had, else the thread's when it is the main thread: a Java
+    server accepts on a thread named like "http-nio-8080-Acceptor" of a
+    process named "java".
+    """
+    rec: ConnectionRecord = {
+        "type": c.kind.value,
+        "time": iso_time(c.time_ns),
+        "pid": c.pid or None,
+        "tid": c.tid or None,
+        "comm": c.comm or None,
+        "process": proc.comm or (c.comm if c.tid == c.pid else None) or None,
+        "uid": c.uid,
+        "user": user,
+        "cmdline": proc.cmdline,
+        "cgroup": proc.cgroup,
+        "cgroup_id": c.cgroup_id or None,
+        "netns": c.netns,
+        "sock_family": c.sock_family,
+        "mapped": c.mapped,
+        "laddr": c.laddr,
+        "lport": c.lport,
+        "raddr": c.raddr,
+        "rport": c.rport,
+    }
+    if c.kind is not Kind.CONNECT:
+        rec["v6only"] = c.v6only
+    return rec
+
+
+def record_like(template: ConnectionRecord, time_ns: int, lport: int, rport: int) -> ConnectionRecord:
+    """The record of a connection that differs from the one of `template`
+    only in its time and ports (see events.origin): a copy, not a rebuild.
+
+    >>> record_like({"type": "accept", "time": "", "lport": 80, "rport": 1}, 0, 80, 2)
+    {'type': 'accept', 'time': '1970-01-01T00:00:00.000000Z', 'lport': 80, 'rport': 2}
+    """
+    rec = template.copy()
+    rec["time"] = iso_time(time_ns)
+    rec["lport"] = lport
+    rec["rport"] = rport
+    return rec
+
+
+def ready_record(probe: str, skipped: list[tuple[str, str]], offsets_from: str,
+                 buffer: str) -> ReadyRecord:
+    return {"type": "ready", "probe": probe,
+            "skipped": {mode: reason for mode, reason in skipped},
+            "offsets": offsets_from, "buffer": buffer}
+
+
+def lost_record(lost: int, pending_full: int) -> LostRecord:
+    return {"type": "lost", "lost": lost, "unaccepted_untracked": pending_full}
+
+
+def summary_record(events: int, mapped: int, lost: int, pending_full: int,
+                   by_type: dict[str, int]) -> SummaryRecord:
+    return {"type": "summary", "events": events, "mapped": mapped, "lost": lost,
+            "unaccepted_untracked": pending_full, "by_type": by_type}
+
+
+def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketRecord:
+    """One socket of `socktrace snapshot` (or, `type` "existing", one the
+    tracer found at its start) with the tracer's field names."""
+    first = s.owners[0] if s.owners else None
+    rec: SocketRecord = {
+        "type": type, "state": s.state,
+        "pid": first.pid if first else None, "comm": first.comm if first else None,
+        "cmdline": first.cmdline if first else None,
+        "uid": s.uid, "user": user, "netns": s.netns, "inode": s.inode or None,
+        "sock_family": s.sock_family, "mapped": s.mapped,
+        "laddr": s.laddr, "lport": s.lport, "raddr": s.raddr, "rport": s.rport,
+        "processes": _owners(s.owners),
+    }
+    if s.state == "LISTEN":
+        rec["v6only"] = s.v6only
+    if s.listener:
+        lo = s.listener.owners[0] if s.listener.owners else None
+        rec["listener"] = {"laddr": s.listener.laddr, "lport": s.listener.lport,
+                           "v6only": s.listener.v6only,
+                           "pid": lo.pid if lo else None, "comm": lo.comm if lo else None,
+                           "processes": _owners(s.listener.owners)}
+        rec["queued"] = s.queued
+    return rec
+
+
+def _owners(owners: tuple[Owner, ...]) -> list[_Owner]:
+    return [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline} for o in owners]

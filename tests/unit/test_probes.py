@@ -1,0 +1,65 @@
+"""probes.Probes, the facade over bcc, with bcc's tables replaced by dicts."""
+
+import time
+
+from socktrace.events import STAT_LOST, STAT_PENDING_FULL, RawEvent
+from socktrace.probes import Drops, Mode, Probes
+
+from rawevents import raw
+
+
+class PerCpu:
+    def __init__(self):
+        self.values = {STAT_LOST: [0, 0], STAT_PENDING_FULL: [0, 0]}
+
+    def __getitem__(self, key):
+        return self.values[key.value]
+
+
+class FakeBPF:
+    """The part of bcc.BPF that Probes uses."""
+
+    def __init__(self):
+        self.tables = {"pending": {}, "stats": PerCpu()}
+
+    def __getitem__(self, name):
+        return self.tables[name]
+
+
+def probes():
+    return Probes(FakeBPF(), Mode.TRACEPOINT, True, "BTF")
+
+
+def entry(**kw):
+    return RawEvent.from_buffer_copy(raw("unaccepted", pid=0, tid=0, comm=b"", **kw))
+
+
+def test_takes_unaccepted_connections_once_old_enough():
+    p = probes()
+    pending = p._bpf["pending"]
+    now = time.monotonic_ns()
+    pending[1] = entry(ts_ns=now - 5 * 10**9, sport=8080)
+    pending[2] = entry(ts_ns=now, sport=8081)                # still young
+    taken = p.take_unaccepted(10**9)
+    assert [RawEvent.from_buffer_copy(t).sport for t in taken] == [8080] and list(pending) == [2]
+    assert [RawEvent.from_buffer_copy(t).sport for t in p.take_unaccepted(0)] == [8081]
+    assert not pending
+
+
+def test_handshake_in_progress_is_not_taken_and_dropped_after_a_minute():
+    """An entry made at the listener's clone (type 0) waits for its
+    handshake; one that never completes it goes after a minute, silently."""
+    p = probes()
+    pending = p._bpf["pending"]
+    now = time.monotonic_ns()
+    pending[1] = RawEvent(ts_ns=now - 5 * 10**9)
+    pending[2] = RawEvent(ts_ns=now - 120 * 10**9)
+    assert p.take_unaccepted(0) == [] and list(pending) == [1]
+
+
+def test_drop_counters_summed_over_cpus():
+    p = probes()
+    assert p.drops() == Drops(0, 0)
+    p._bpf["stats"].values[STAT_LOST] = [3, 4]
+    p._bpf["stats"].values[STAT_PENDING_FULL] = [0, 2]
+    assert p.drops() == Drops(7, 2)

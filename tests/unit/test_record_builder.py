@@ -1,0 +1,106 @@
+"""Raw events to records, with bytes alone (record_builder.py)."""
+
+import socket
+
+from socktrace.events import RawEvent, decode
+from socktrace.filters import Filter
+from socktrace.procinfo import Listening, ProcessCache
+from socktrace.record_builder import CHUNK, RecordBuilder
+from socktrace.records import connection_record
+
+from rawevents import raw
+from test_procinfo import fake_proc
+
+NETNS = 4026531840   # rawevents.raw's
+
+
+def make(tmp_path, flt=Filter()):
+    return RecordBuilder(ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"), flt,
+                         own_netns=NETNS)
+
+
+def records(builder, batch):
+    return [r for chunk in builder.connections(batch) for r in chunk]
+
+
+def test_connections_become_records_with_process_data(tmp_path):
+    fake_proc(tmp_path, 31307, "java", [b"java", b"-jar", b"backup.jar"])
+    b = make(tmp_path)
+    recs = records(b, [raw()]) + records(b, [raw(dport=64703)])
+    assert [r["rport"] for r in recs] == [64702, 64703]
+    assert recs[0]["cmdline"] == "java -jar backup.jar"
+    assert (recs[0]["comm"], recs[0]["process"]) == ("java", "java")
+    assert b.processes.lookups == 1  # one lookup per process, not per event
+
+
+def test_records_copied_from_an_earlier_connection_equal_built_ones(tmp_path):
+    """Events of one origin (events.origin) get their record copied from
+    the previous one with new time and ports: it must be the record that
+    decoding and building it would give, for every kind of event."""
+    fake_proc(tmp_path, 31307, "java", [b"java", b"-jar", b"app.jar"])
+    fake_proc(tmp_path, 4242, "curl", [b"curl", b"http://10.0.0.12/"])
+    events = []
+    for i in range(50):
+        events.append(raw(dport=50000 + i, ts_ns=10**9 + i * 1000))
+        events.append(raw("connect", pid=4242, tid=4242, family=socket.AF_INET, saddr="10.0.0.20",
+                          daddr="10.0.0.12", sport=40000 + i, dport=80, v6only=0xff, sk=i))
+        events.append(raw(daddr="::ffff:10.0.0.21" if i % 2 else "2001:db8::7", dport=i))
+    b = make(tmp_path)
+    chunks = list(b.connections(events))
+    cache = ProcessCache(procfs=str(tmp_path), users=lambda uid: "root")
+    built = [connection_record(c, cache.process(c.pid), "root")
+             for c in (decode(e, b.wall_offset_ns) for e in events)]
+    assert [r for chunk in chunks for r in chunk] == built
+    assert [len(c) for c in chunks] == [CHUNK, CHUNK, 150 - 2 * CHUNK]
+    assert len(b._by_origin) == 4   # java x 3 peers, curl x 1
+    assert b.summary(0, 0)["events"] == 150 and b.summary(0, 0)["mapped"] == 75
+
+
+def test_exec_notice_refreshes_the_command_line(tmp_path):
+    fake_proc(tmp_path, 31307, "sh", [b"sh", b"-c", b"exec java"])
+    b = make(tmp_path)
+    first = records(b, [raw()])
+    (tmp_path / "31307" / "cmdline").write_bytes(b"java\0-jar\0app.jar\0")
+    later = records(b, [raw("exec", pid=31307), raw()])
+    assert [r["cmdline"] for r in first + later] == ["sh -c exec java", "java -jar app.jar"]
+
+
+def test_userspace_filters(tmp_path):
+    b = make(tmp_path, Filter(port=22))
+    assert [r["lport"] for r in records(b, [raw(), raw(sport=22)])] == [22]
+    assert b.summary(0, 0)["by_type"] == {"accept": 1}     # only what passed is counted
+
+
+def test_name_filter_matches_the_process_or_the_thread(tmp_path):
+    fake_proc(tmp_path, 31307, "java", [b"java"])
+    b = make(tmp_path, Filter(comm="java"))
+    assert len(records(b, [raw(comm=b"http-nio-8080-A")])) == 1
+    assert len(records(make(tmp_path, Filter(comm="nio")), [raw(comm=b"http-nio-8080-A")])) == 1
+    assert records(make(tmp_path, Filter(comm="nginx")), [raw(comm=b"http-nio-8080-A")]) == []
+
+
+def unaccepted(**kw):
+    return raw("unaccepted", pid=0, tid=0, comm=b"", **kw)
+
+
+def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
+    """Same port, same family, the listener's address a wildcard or the
+    connection's own; socktrace's network namespace only."""
+    fake_proc(tmp_path, 500, "nginx", [b"nginx: master process"])
+    fake_proc(tmp_path, 600, "other", [b"other"])
+    listening = [Listening("AF_INET", "0.0.0.0", 8080, (600,)),        # another family
+                 Listening("AF_INET6", "::1", 8080, (600,)),           # another address
+                 Listening("AF_INET6", "::", 8080, (500,))]
+    b = make(tmp_path)
+    recs = b.unaccepted([unaccepted(sport=8080), unaccepted(sport=8080, dport=5001)], listening)
+    assert [(r["type"], r["pid"], r["comm"], r["cmdline"], r["tid"]) for r in recs] == \
+        [("unaccepted", 500, "nginx", "nginx: master process", None)] * 2
+    foreign = RawEvent.from_buffer_copy(unaccepted(sport=8080))
+    foreign.netns = NETNS + 1                                 # a container's connection
+    assert b.unaccepted([bytes(foreign)], listening)[0]["pid"] is None
+    assert b.summary(0, 0)["by_type"] == {"unaccepted": 3}
+
+
+def test_unaccepted_without_listener_owner(tmp_path):
+    recs = make(tmp_path).unaccepted([unaccepted()], [])
+    assert (recs[0]["pid"], recs[0]["comm"], recs[0]["process"]) == (None, None, None)

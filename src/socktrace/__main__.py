@@ -6,17 +6,22 @@ import platform
 import signal
 import sys
 
+from . import __version__
+from .kernel.sources import SourcesMissing
 from .signals import Flag, set_on
 
 
 def run() -> None:
     stop = Flag()
     set_on(stop, signal.SIGINT, signal.SIGTERM)
-    from . import __version__
-    from .cli import main
-    from .session import App
     try:
+        # events.py reads the kernel contract (bpf/socktrace.h) on import
+        from .cli import main
+        from .session import App
         main(prog_name="socktrace", obj=App(stop=stop))
+    except SourcesMissing as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        sys.exit(1)
     except Exception as exc:
         # What the CLI did not foresee (a library changed under us, a bug)
         # is still one line for the operator; SOCKTRACE_DEBUG=1 shows where.

@@ -114,7 +114,9 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
             continue
         r.records += 1
         proto = protocol(rec["sock_family"], rec["mapped"])
-        who = (rec["pid"], rec["comm"], rec.get("cmdline"))
+        # the process's name (logs before it had only the thread's): one
+        # JVM, not one row per thread name
+        who = (rec["pid"], rec.get("process") or rec["comm"], rec.get("cmdline"))
         p = r.processes.setdefault(who, Process(*who))
         p.by_type[kind] += 1
         p.by_protocol[proto] += 1

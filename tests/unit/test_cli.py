@@ -85,3 +85,19 @@ def test_tracer_options_before_a_subcommand_are_an_error():
     assert "put -p/--pid after 'snapshot'" in r.output
     r = run("--probe", "kprobe", "report", "x.log")
     assert r.exit_code == 2 and "put --probe not at all ('report' does not trace)" in r.output
+
+
+def test_bpf_sources_missing_is_one_line(tmp_path):
+    """An installation without bpf/ (the kernel contract events.py reads
+    on import) says so in one line, not a traceback."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    import socktrace
+    shutil.copytree(Path(socktrace.__file__).parent, tmp_path / "src" / "socktrace",
+                    ignore=shutil.ignore_patterns("bpf", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "socktrace", "--help"], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "BPF sources" in r.stderr and "reinstall" in r.stderr

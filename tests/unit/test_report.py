@@ -91,4 +91,26 @@ def test_json_report():
     assert j["dual_stack_listeners"][0]["v6only"] is False
     assert j["top_peers"][0] == {"addr": "10.0.0.20", "protocol": "mapped", "connections": 3}
     assert j["bad_lines"] == ["f:3: truncated line"]
-    json.dumps(j)
+    assert (j["records"], j["first"], j["last"], j["by_protocol"], j["lost"], j["unwritten"]) == \
+        (7, "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z", {"mapped": 4, "ipv6": 1, "ipv4": 2}, 2, 3)
+    assert j["processes"][0] == {
+        "pid": 10, "comm": "java", "cmdline": "java -jar backup.jar", "by_type": {"accept": 3},
+        "by_protocol": {"mapped": 2, "ipv6": 1}, "first": "2026-11-23T10:00:00Z",
+        "last": "2026-11-23T10:05:00Z"}
+    java = j["dual_stack_listeners"][0]
+    assert (java["pid"], java["comm"], java["ipv4_mapped"], java["ipv6"]) == (10, "java", 2, 1)
+    assert java["fixes"][0].startswith("start the JVM with -Djava.net.preferIPv4Stack=true")
+    assert [(l["comm"], l["port"]) for l in j["dual_stack_listeners"]] == [("java", 4243), ("nginx", 8080)]
+    assert j["mapped_clients"] == [{"pid": 30, "comm": "python3", "cmdline": "python3 c.py",
+                                    "connects": 1, "first": "2026-11-23T10:00:00Z",
+                                    "last": "2026-11-23T10:00:00Z"}]
+    assert json.loads(json.dumps(j)) == j
+
+
+def test_a_jvms_threads_are_one_process():
+    """Each accepting thread of a JVM has its own name (comm); the report
+    groups by the process's name, which the records carry as `process`."""
+    recs = [{**conn(comm=f"http-nio-{i}"), "process": "java"} for i in range(3)]
+    r = summarize(recs)
+    assert list(r.processes) == [(10, "java", "java -jar backup.jar")]
+    assert [l.mapped for l in r.listeners.values()] == [3]

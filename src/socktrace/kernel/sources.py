@@ -19,4 +19,5 @@ def bpf_source_dir() -> Path:
     checkout = Path(__file__).resolve().parents[3] / "bpf"
     if (checkout / "socktrace.bpf.c").is_file():
         return checkout
-    raise SourcesMissing("BPF sources missing from the socktrace installation")
+    raise SourcesMissing(f"the BPF sources (socktrace.bpf.c, socktrace.h) are missing from {packaged} "
+                         f"and {checkout}: reinstall socktrace (make install)")

@@ -18,7 +18,18 @@ from .procinfo import ProcessInfo
 from .snapshot import Owner, Sock
 
 
-class _Connection(TypedDict):
+class _Endpoints(TypedDict):
+    """What a connection and a socket record share: the classification
+    (classify.py) and the addresses."""
+    sock_family: str           # AF_INET or AF_INET6
+    mapped: bool               # AF_INET6 socket, IPv4-mapped peer
+    laddr: str                 # dotted IPv4 for mapped connections, as netstat
+    lport: int
+    raddr: str
+    rport: int
+
+
+class _Connection(_Endpoints):
     type: str                  # accept, connect, unaccepted
     time: str                  # iso_time()
     pid: Optional[int]
@@ -31,12 +42,6 @@ class _Connection(TypedDict):
     cgroup: Optional[str]
     cgroup_id: Optional[int]
     netns: int
-    sock_family: str
-    mapped: bool
-    laddr: str
-    lport: int
-    raddr: str
-    rport: int
 
 
 class ConnectionRecord(_Connection, total=False):
@@ -58,7 +63,7 @@ class _SocketListener(TypedDict):
     processes: List[_Owner]
 
 
-class _Socket(TypedDict):
+class _Socket(_Endpoints):
     type: str                  # socket (snapshot), existing (the tracer's first lines)
     state: str
     pid: Optional[int]
@@ -68,12 +73,6 @@ class _Socket(TypedDict):
     user: Optional[str]
     netns: int
     inode: Optional[int]
-    sock_family: str
-    mapped: bool
-    laddr: str
-    lport: int
-    raddr: str
-    rport: int
     processes: List[_Owner]
 
 

@@ -44,6 +44,9 @@ SOCKTRACE = os.environ.get("SOCKTRACE") or str(Path(sys.executable).parent / "so
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or HERE / "results")
 NAME = os.environ.get("BENCH_NAME", "conn")
 TICK = os.sysconf("SC_CLK_TCK")
+# another socktrace command (an older version, say) run in the same
+# alternating rounds as "socktrace-MODE@compare", in the first mode
+COMPARE = os.environ.get("BENCH_COMPARE")
 
 BPFTRACE_SCRIPT = r"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->newstate == 2/
@@ -143,8 +146,9 @@ class Tracer:
         t = time.monotonic()
         log = self.logs.get("log")
         if self.name.startswith("socktrace"):
-            mode = self.name.split("-", 1)[1]
-            p = self._spawn([SOCKTRACE, "--probe", mode, "-q", "--no-snapshot", "-o", str(log)], log)
+            mode, _, other = self.name.split("-", 1)[1].partition("@")
+            p = self._spawn([COMPARE if other else SOCKTRACE, "--probe", mode, "-q", "--no-snapshot",
+                             "-o", str(log)], log)
             wait_for(log, '"type":"ready"', p, timeout=600)
         elif self.name == "bpftrace":
             script = self.workdir / "established.bt"
@@ -229,7 +233,9 @@ def main() -> None:
                                                           status_port=STATUS_PORT))
     subprocess.run(["nginx", "-c", str(workdir / "nginx.conf")], check=True)
     time.sleep(0.5)
-    kinds = ["baseline"] + [f"socktrace-{m}" for m in modes_that_run()] + ["bpftrace"] + \
+    modes = modes_that_run()
+    kinds = ["baseline"] + [f"socktrace-{m}" for m in modes] + \
+        ([f"socktrace-{modes[0]}@compare"] if COMPARE else []) + ["bpftrace"] + \
         (["bcc"] if bcc_tools_run() else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     try:

@@ -19,8 +19,7 @@ from .output.jsonl import dumps
 from .output.report_text import format_report
 from .probes import PERFBUF_PAGES, RINGBUF_PAGES, Mode
 from .report import BadLine, read_log, summarize, to_json
-from .session import App, SessionError, TraceOptions, take_snapshot
-from . import session
+from .session import App, SessionError, TraceOptions, take_snapshot, trace
 
 PROBE_CHOICES = ["auto"] + [m.value for m in Mode]
 
@@ -143,7 +142,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         duration=duration, filter=flt, snapshot=not no_snapshot)
     if ctx.invoked_subcommand is None:
         try:
-            session.trace(app.trace, app)
+            trace(app)
         except SessionError as exc:
             raise click.ClickException(str(exc)) from None
 

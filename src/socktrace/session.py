@@ -64,8 +64,10 @@ class App:
     trace: Optional[TraceOptions] = None
 
 
-def trace(opts: TraceOptions, app: App) -> None:
-    """Trace until app.stop is set (Ctrl-C, SIGTERM, --duration)."""
+def trace(app: App) -> None:
+    """Trace with app.trace's options until app.stop is set (Ctrl-C,
+    SIGTERM, --duration)."""
+    opts = app.trace or TraceOptions()
     if os.geteuid() != 0:
         raise SessionError("socktrace needs root to load BPF programs: run it with sudo")
     set_on(app.reopen, signal.SIGHUP)

@@ -133,7 +133,8 @@ def me():
         v2 = re.search(r"^0::(.*)$", f.read(), re.M)
     cgroup = v2.group(1) if v2 else None
     return {"pid": os.getpid(), "tid": threading.get_native_id(), "uid": os.getuid(),
-            "user": "root", "comm": open("/proc/self/comm").read().strip(),
+            "user": "root", "comm": open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip(),
+            "process": open("/proc/self/comm").read().strip(),
             "netns": os.stat("/proc/self/ns/net").st_ino, "cgroup": cgroup}
 
 

@@ -318,3 +318,26 @@ def test_filters_by_port_pid_and_name(socktrace, peer):
     assert len(mine(by_port)) == 4                   # an accept and a connect on each
     assert {r["pid"] for r in mine(by_pid)} == {os.getpid()} and len(mine(by_pid)) == 7
     assert [(r["type"], r["pid"], r["lport"]) for r in mine(by_name)] == [("connect", evil.pid, evil_port)]
+
+
+def test_a_thread_with_its_own_name_accepts_for_its_process(tracer):
+    """As in a JVM (http-nio-8080-Acceptor in process java): `comm` is the
+    accepting thread's name, `process` the process's, which the table shows."""
+    import ctypes
+    import threading
+    from socktrace.output.table import format_row
+    ls = listener(v6only=0)
+    accepted = []
+
+    def acceptor():
+        ctypes.CDLL(None).prctl(15, b"acceptor-7", 0, 0, 0)    # PR_SET_NAME, this thread only
+        accepted.append(ls.accept()[0])
+    t = threading.Thread(target=acceptor)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", ls.getsockname()[1]))
+    t.join(30)
+    rec = one(tracer, "accept", **ports(accepted[0]))
+    process = open("/proc/self/comm").read().strip()
+    assert (rec["pid"], rec["comm"], rec["process"], rec["mapped"]) == (os.getpid(), "acceptor-7", process, True)
+    assert f" {os.getpid()}/{process[:20 - len(str(os.getpid())) - 2]}" in format_row(rec)
+    c.close()

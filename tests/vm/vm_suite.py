@@ -53,7 +53,7 @@ def one(st, type_, **match):
 
 
 def check(rec, sock, **extra):
-    helpers.check(rec, sock, fields=("pid", "tid", "uid", "comm"), **extra)
+    helpers.check(rec, sock, fields=("pid", "tid", "uid", "comm", "process"), **extra)
 
 
 def test_mode_offsets_and_buffer(run):

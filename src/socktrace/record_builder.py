@@ -28,7 +28,7 @@ from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, Kind, ProcessArgs, 
     time_and_ports
 from .filters import Filter
 from .procinfo import NO_PROCESS, Listening, ProcessInfo
-from .records import ConnectionRecord, SummaryRecord, connection_record, record_like, \
+from .records import ConnectionRecord, SummaryRecord, connection_record, owner, record_like, \
     summary_record
 
 CHUNK = 64
@@ -111,15 +111,22 @@ class RecordBuilder:
 
     def unaccepted(self, batch: list[bytes], listeners: list[Listening]) -> list[ConnectionRecord]:
         """The records of connections nobody accepted (probes'
-        take_unaccepted), each attributed to the owner of its listener
-        among `listeners` (socktrace's network namespace's)."""
+        take_unaccepted), each attributed to the owners of its listener
+        among `listeners` (socktrace's network namespace's): `pid` the
+        first, `processes` every one (nginx's master and workers share it)."""
         records = []
         for data in batch:
             ev = decode(data, self.wall_offset_ns)
-            if type(ev) is Connection and ev.kind is Kind.UNACCEPTED:
-                rec = self._record(self._attribute_to_listener(ev, listeners))
-                if rec is not None:
-                    records.append(rec)
+            if type(ev) is not Connection or ev.kind is not Kind.UNACCEPTED:
+                continue
+            owners = self._listener_owners(ev, listeners)
+            if owners:
+                pid = owners[0]
+                ev = dataclasses.replace(ev, pid=pid, comm=self.processes.process(pid).comm or "")
+            rec = self._record(ev)
+            if rec is not None:
+                rec["processes"] = [owner(pid, self.processes.process(pid)) for pid in owners]
+                records.append(rec)
         self._count(records)
         return records
 
@@ -140,15 +147,14 @@ class RecordBuilder:
             return None
         return connection_record(c, proc, self.processes.user(c.uid))
 
-    def _attribute_to_listener(self, c: Connection, listeners: list[Listening]) -> Connection:
-        """Nobody accepted it: name the process owning its listener, found
-        by the snapshot's rules (classify.came_through), in socktrace's own
+    def _listener_owners(self, c: Connection, listeners: list[Listening]) -> tuple[int, ...]:
+        """The processes holding the listener `c` came through, found by
+        the snapshot's rules (classify.came_through), in socktrace's own
         network namespace, the only one whose listeners it can list."""
         if c.netns != self.own_netns:
-            return c
+            return ()
         for lst in listeners:
             if lst.lport == c.lport and lst.pids and \
                     came_through(lst.sock_family, lst.laddr, c.sock_family, c.laddr):
-                pid = lst.pids[0]
-                return dataclasses.replace(c, pid=pid, comm=self.processes.process(pid).comm or "")
-        return c
+                return lst.pids
+        return ()

@@ -15,7 +15,15 @@ from typing import Dict, List, Optional, TypedDict, Union
 
 from .events import Connection, Kind
 from .procinfo import ProcessInfo
-from .snapshot import Owner, Sock
+from . import snapshot
+from .snapshot import Sock
+
+
+class Owner(TypedDict):
+    """A process holding a socket."""
+    pid: int
+    comm: Optional[str]
+    cmdline: Optional[str]
 
 
 class _Endpoints(TypedDict):
@@ -46,12 +54,7 @@ class _Connection(_Endpoints):
 
 class ConnectionRecord(_Connection, total=False):
     v6only: Optional[bool]     # accept and unaccepted only
-
-
-class _Owner(TypedDict):
-    pid: int
-    comm: Optional[str]
-    cmdline: Optional[str]
+    processes: List[Owner]     # unaccepted only: every owner of the listener
 
 
 class _SocketListener(TypedDict):
@@ -60,7 +63,7 @@ class _SocketListener(TypedDict):
     v6only: Optional[bool]
     pid: Optional[int]
     comm: Optional[str]
-    processes: List[_Owner]
+    processes: List[Owner]
 
 
 class _Socket(_Endpoints):
@@ -73,7 +76,7 @@ class _Socket(_Endpoints):
     user: Optional[str]
     netns: int
     inode: Optional[int]
-    processes: List[_Owner]
+    processes: List[Owner]
 
 
 class SocketRecord(_Socket, total=False):
@@ -211,5 +214,14 @@ def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketReco
     return rec
 
 
-def _owners(owners: tuple[Owner, ...]) -> list[_Owner]:
+def _owners(owners: tuple[snapshot.Owner, ...]) -> list[Owner]:
     return [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline} for o in owners]
+
+
+def owner(pid: int, proc: ProcessInfo) -> Owner:
+    """One process holding a socket, as records list them.
+
+    >>> owner(500, ProcessInfo("nginx", "nginx: master process", None))
+    {'pid': 500, 'comm': 'nginx', 'cmdline': 'nginx: master process'}
+    """
+    return {"pid": pid, "comm": proc.comm, "cmdline": proc.cmdline}

@@ -78,6 +78,7 @@ def test_connection_never_accepted_is_attributed_to_the_listener(tracer, peer):
     assert rec["pid"] == owner.pid
     assert rec["comm"] == open(f"/proc/{owner.pid}/comm").read().strip()
     assert "peer.py listen-only" in rec["cmdline"]
+    assert [(p["pid"], p["cmdline"]) for p in rec["processes"]] == [(owner.pid, rec["cmdline"])]
     assert (rec["mapped"], rec["v6only"], rec["rport"]) == (True, False, client.getsockname()[1])
     assert not [r for r in tracer.records if r["type"] == "accept" and r["lport"] == port]
 

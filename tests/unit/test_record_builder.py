@@ -88,16 +88,20 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     connection's own; socktrace's network namespace only."""
     fake_proc(tmp_path, 500, "nginx", [b"nginx: master process"])
     fake_proc(tmp_path, 600, "other", [b"other"])
+    fake_proc(tmp_path, 501, "nginx", [b"nginx: worker process"])
     listening = [Listening("AF_INET", "0.0.0.0", 8080, (600,)),        # another family
                  Listening("AF_INET6", "::1", 8080, (600,)),           # another address
-                 Listening("AF_INET6", "::", 8080, (500,))]
+                 Listening("AF_INET6", "::", 8080, (500, 501))]     # a master and its worker
     b = make(tmp_path)
     recs = b.unaccepted([unaccepted(sport=8080), unaccepted(sport=8080, dport=5001)], listening)
     assert [(r["type"], r["pid"], r["comm"], r["cmdline"], r["tid"]) for r in recs] == \
         [("unaccepted", 500, "nginx", "nginx: master process", None)] * 2
+    assert recs[0]["processes"] == [{"pid": 500, "comm": "nginx", "cmdline": "nginx: master process"},
+                                    {"pid": 501, "comm": "nginx", "cmdline": "nginx: worker process"}]
     foreign = RawEvent.from_buffer_copy(unaccepted(sport=8080))
     foreign.netns = NETNS + 1                                 # a container's connection
-    assert b.unaccepted([bytes(foreign)], listening)[0]["pid"] is None
+    alien = b.unaccepted([bytes(foreign)], listening)[0]
+    assert (alien["pid"], alien["processes"]) == (None, [])
     assert b.summary(0, 0)["by_type"] == {"unaccepted": 3}
 
 

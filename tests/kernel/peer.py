@@ -2,6 +2,9 @@
 
   serve FAMILY V6ONLY N     listen, print {"port"}, accept N, print each peer
   block-accept              listen, print {"port"}, block in accept(), print peer
+  plain-accept              listen (dual-stack), print {"port", "pid"}, wait for a
+                            line on stdin, accept with the accept() system call
+                            (not accept4), print {"pid", "lport", "rport", "raddr"}
   listen-only               listen, print {"port"}, never accept
   burst PORT N              N short-lived IPv4 connections to PORT; prints
                             {"done": N} and then {"ports": [its local ports]}
@@ -41,6 +44,22 @@ def main(role, *args):
         say(port=ls.getsockname()[1])
         conn, peer = ls.accept()
         say(peer_port=peer[1])
+        sys.stdin.read()
+    elif role == "plain-accept":
+        # glibc's accept(): the accept system call (socket.accept() calls
+        # accept4); the test checks which one it blocks in (/proc/PID/syscall)
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.accept.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        ls = listener()
+        say(port=ls.getsockname()[1], pid=os.getpid())
+        sys.stdin.readline()
+        fd = libc.accept(ls.fileno(), None, None)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "accept")
+        conn = socket.socket(fileno=fd)
+        peer = conn.getpeername()
+        say(pid=os.getpid(), lport=conn.getsockname()[1], rport=peer[1], raddr=peer[0])
         sys.stdin.read()
     elif role == "listen-only":
         ls = listener()

@@ -15,6 +15,7 @@
 
 #ifdef SOCKTRACE_KERNEL_HEADERS
 #include <net/sock.h>
+#include <net/inet_sock.h>
 #include <linux/fdtable.h>
 #include <linux/mm_types.h>
 #include <linux/sched.h>
@@ -34,6 +35,8 @@
 #define SKC_IPV6ONLY_SHIFT  5
 #define SKC_IPV6ONLY_MASK   1
 #define OFF_SK_UID          offsetof(struct sock, sk_uid)
+#define OFF_SK_ERR          offsetof(struct sock, sk_err)
+#define OFF_INET_SPORT      offsetof(struct inet_sock, inet_sport)
 #ifdef SK_FL_PROTO_SHIFT
 /* Before Linux 5.6 sk_protocol was an 8-bit bit-field, found through the
  * marker __sk_flags_offset and these SK_FL_PROTO_* constants; 5.6 made it a

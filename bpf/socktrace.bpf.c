@@ -3,23 +3,29 @@
  * socktrace.bpf.c - report new TCP connections with their socket family.
  *
  * Python compiles this with bcc and picks the probe strategy with one of
- *   -DPROBE_KFUNC       fexit on inet_csk_accept and tcp_v6_connect
+ *   -DPROBE_KFUNC       fexit on inet_csk_accept, tcp_v4_connect, tcp_v6_connect
  *   -DPROBE_KPROBE      kprobe/kretprobe on the same functions
- *   -DPROBE_TRACEPOINT  inet_sock_set_state + the syscalls' exits, for
- *                       kernels with neither kprobes nor fentry
- * and the settings MAPPED_ONLY, FILTER_PID, USE_RINGBUF, RINGBUF_PAGES,
- * PENDING_MAX, ACCEPT_NARGS (see socktrace/probes.py).
+ *   -DPROBE_TRACEPOINT  for kernels with neither: connects from their
+ *                       state transitions, accepts from the exits of the
+ *                       accept()/accept4() system calls
+ * and the settings MAPPED_ONLY, FILTER_PID, NO_FAILED, USE_RINGBUF,
+ * RINGBUF_PAGES, PENDING_MAX, ACCEPT_NARGS (see socktrace/probes.py).
  *
- * Three things are shared by all strategies:
- *  - the (raw) tracepoint inet_sock_set_state keeps `pending`, the
- *    connections that finished the handshake and are not accepted yet; an
- *    accept removes its entry, Python reports the ones left too long;
- *  - the syscall exits of accept()/accept4() back up the kernel-function
- *    probes, which miss an accept() that was already blocked when they were
- *    attached (https://github.com/iovisor/bcc/issues/2165);
- *  - AF_INET connects are taken from the SYN_SENT transition and the exit of
- *    connect(), so no tcp_v4_connect probe exists to share state with
- *    tcp_v6_connect (a mapped connect runs one inside the other).
+ * Shared by all strategies, on the raw tracepoint inet_sock_set_state
+ * (which costs nothing outside TCP's state changes):
+ *  - `pending` and `queued` follow a listener's children from their clone
+ *    to accept(); Python reports those left there too long, and finds out
+ *    by their socket inode which of them an accept the probes missed took
+ *    (one already blocked when they were attached,
+ *    https://github.com/iovisor/bcc/issues/2165, or io_uring's in the
+ *    tracepoint mode);
+ *  - `connects` follows a connection from its SYN to the end of its
+ *    handshake: keyed by socket, not by thread, so no path outside
+ *    connect() (MSG_FASTOPEN, io_uring, kernel sockets) leaves anything
+ *    stale behind; an attempt that ends in CLOSE is a failed connect.
+ * Only the tracepoint mode attaches system call tracepoints: attaching any
+ * puts every system call of every task on the kernel's slow path (+31 %
+ * per getppid() measured, whatever the program does).
  */
 #include "kernel_read.h"   /* kernel headers, where used, come first */
 #include "socktrace.h"
@@ -27,13 +33,11 @@
 #ifndef IPPROTO_TCP
 #define IPPROTO_TCP 6
 #endif
-#ifndef EINPROGRESS
-#define EINPROGRESS 115
-#endif
 /* include/net/tcp_states.h, an enum there */
 #define STATE_ESTABLISHED 1
 #define STATE_SYN_SENT 2
 #define STATE_SYN_RECV 3
+#define STATE_CLOSE 7
 #define STATE_LISTEN 10
 
 #ifdef USE_RINGBUF
@@ -42,15 +46,21 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERF_OUTPUT(events);
 #endif
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-/* socket -> its connection, from the listener's clone to accept() */
-BPF_HASH(pending, u64, struct event, PENDING_MAX);
+/* child socket -> when its listener cloned it, until accept() or its end */
+BPF_HASH(pending, u64, u64, PENDING_MAX);
+/* child socket -> its connection, once its handshake completed.  Apart
+ * from `pending` so that nothing is ever written through a pointer into an
+ * entry that accept() on another CPU may delete (and the kernel reuse): an
+ * entry here counts only while `pending` holds its key. */
+BPF_TABLE("lru_hash", u64, struct event, queued, PENDING_MAX);
+/* connecting socket -> its connect event, from the SYN to the end of the
+ * handshake */
+BPF_TABLE("lru_hash", u64, struct event, connects, 16384);
 /* pids Python holds in its process cache: their exec/exit is reported.
  * LRU: an evicted pid only costs one more cmdline_event. */
 BPF_TABLE("lru_hash", u32, u8, known_pids, 65536);
 /* room for one cmdline_event per CPU: too big for the BPF stack */
 BPF_PERCPU_ARRAY(cmdline_scratch, struct cmdline_event, 1);
-/* thread -> socket, from the SYN_SENT transition to connect()'s return */
-BPF_TABLE("lru_hash", u32, u64, connecting, 16384);
 
 static __always_inline void count(u32 stat)
 {
@@ -126,16 +136,25 @@ static __always_inline void introduce_process(void *ctx, u32 pid)
 	submit(ctx, c, sizeof(*c));
 }
 
-/* Send `e`, from process context, to Python unless a kernel-side filter
- * drops it. */
-static __always_inline void report(void *ctx, struct event *e)
+/* Whether the kernel-side filters let `e` through. */
+static __always_inline bool wanted(const struct event *e)
 {
 	if (MAPPED_ONLY && !is_mapped(e))
-		return;
+		return false;
 	if (FILTER_PID && e->pid != FILTER_PID)
-		return;
+		return false;
+	return true;
+}
+
+/* Send `e`, from its process's context, to Python unless a kernel-side
+ * filter drops it; whether it went. */
+static __always_inline bool report(void *ctx, struct event *e)
+{
+	if (!wanted(e))
+		return false;
 	introduce_process(ctx, e->pid);
 	submit(ctx, e, sizeof(*e));
+	return true;
 }
 
 /* accept() handed `sk` to the current task.  `listener` is NULL where only
@@ -149,6 +168,7 @@ static __always_inline void report_accept(void *ctx, void *sk, void *listener)
 	if (!is_tcp(sk))
 		return;
 	pending.delete(&key);
+	queued.delete(&key);
 	e.type = EVENT_ACCEPT;
 	set_task(&e);
 	read_sock(&e, sk);
@@ -157,16 +177,69 @@ static __always_inline void report_accept(void *ctx, void *sk, void *listener)
 	report(ctx, &e);
 }
 
-/* connect() on `sk` sent its SYN: the 4-tuple is complete now. */
-static __always_inline void report_connect(void *ctx, void *sk)
+/* A connect whose handshake will not complete: `e` is its connect event,
+ * `err` the socket's error (0: closed before any). */
+static __always_inline void report_failed(void *ctx, struct event *e, u32 err)
 {
+	if (NO_FAILED)
+		return;
+	e->type = EVENT_CONNECT_FAILED;
+	e->err = err;
+	e->ts_ns = bpf_ktime_get_ns();
+	submit(ctx, e, sizeof(*e));
+}
+
+/* connect() (or sendto() with MSG_FASTOPEN, or io_uring) sent the SYN of
+ * `sk`, in the connecting task's context: its connect event, if the
+ * kernel-side filters want it, and the process introduced.  track_connect()
+ * keeps it until the handshake ends (connect_ended).  The tracepoint mode
+ * calls this at the SYN_SENT transition, before the local port is chosen;
+ * the others when tcp_v4_connect()/tcp_v6_connect() return. */
+static __always_inline bool connect_event(void *ctx, struct event *e, const void *sk)
+{
+	e->type = EVENT_CONNECT;
+	set_task(e);
+	read_sock(e, sk);
+	e->v6only = V6ONLY_UNKNOWN;
+	if (!wanted(e))
+		return false;
+	introduce_process(ctx, e->pid);
+	return true;
+}
+
+static __always_inline void track_connect(void *ctx, const void *sk)
+{
+	u64 key = (u64)sk;
 	struct event e = {};
 
-	e.type = EVENT_CONNECT;
-	set_task(&e);
-	read_sock(&e, sk);
-	e.v6only = V6ONLY_UNKNOWN;
-	report(ctx, &e);
+	if (connect_event(ctx, &e, sk))
+		connects.update(&key, &e);
+}
+
+/* The end of a connect's handshake (SYN_SENT -> ESTABLISHED or CLOSE),
+ * in softirq context: the process was taken when the SYN went out.  The
+ * connect is reported now, in every mode: a `connect` record means a
+ * completed handshake, a `connect_failed` one an attempt that ended. */
+static __always_inline void connect_ended(void *ctx, const void *sk, bool established)
+{
+	u64 key = (u64)sk;
+	struct event *stored = connects.lookup(&key);
+	struct event e;
+
+	if (!stored)
+		return;
+	e = *stored;   /* a copy: the entry goes now */
+	connects.delete(&key);
+	read_sock(&e, sk);   /* the tracepoint mode saw the SYN before the local port */
+	if (established) {
+		submit(ctx, &e, sizeof(e));
+		return;
+	}
+	/* CLOSE has given the local port back (inet_put_port() zeroes
+	 * skc_num); inet_sport still holds the one the SYN carried */
+	if (!e.sport)
+		e.sport = __builtin_bswap16(read_u16(sk, OFF_INET_SPORT));
+	report_failed(ctx, &e, read_u32(sk, OFF_SK_ERR));
 }
 
 /* A listener cloned `sk` for a new connection (LISTEN -> SYN_RECV, in
@@ -177,31 +250,44 @@ static __always_inline void report_connect(void *ctx, void *sk)
  * accept() to remove it, or that transition would leave it behind. */
 static __always_inline void track_child(const void *sk)
 {
-	struct event e = {};
-	u64 key = (u64)sk;
+	u64 key = (u64)sk, ts = bpf_ktime_get_ns();
 
-	e.ts_ns = bpf_ktime_get_ns();  /* type 0: handshake not complete */
-	if (pending.update(&key, &e))
+	if (pending.update(&key, &ts))
 		count(STAT_PENDING_FULL);
 }
 
 /* The handshake of `sk` completed, in softirq context where the current
- * task is not the owner: fill in the connection, unless accept() has
+ * task is not the owner: record the connection, unless accept() has
  * already taken it. */
 static __always_inline void track_unaccepted(const void *sk)
 {
 	u64 key = (u64)sk;
-	struct event *e = pending.lookup(&key);
+	struct event e = {};
 
-	if (!e)
+	if (!pending.lookup(&key))
 		return;
-	e->type = EVENT_UNACCEPTED;
-	e->ts_ns = bpf_ktime_get_ns();
-	read_sock(e, sk);
-	e->uid = read_u32(sk, OFF_SK_UID);  /* copied from the listener */
-	e->v6only = e->family == AF_INET6 ? sock_ipv6only(sk) : V6ONLY_UNKNOWN;
-	if (MAPPED_ONLY && !is_mapped(e))
+	e.type = EVENT_UNACCEPTED;
+	e.ts_ns = bpf_ktime_get_ns();
+	read_sock(&e, sk);
+	e.uid = read_u32(sk, OFF_SK_UID);  /* copied from the listener */
+	e.v6only = e.family == AF_INET6 ? sock_ipv6only(sk) : V6ONLY_UNKNOWN;
+	if (MAPPED_ONLY && !is_mapped(&e)) {
 		pending.delete(&key);
+		return;
+	}
+	/* accept() may delete the keys meanwhile: an entry left here without
+	 * its `pending` key is ignored and goes at the socket's CLOSE */
+	queued.update(&key, &e);
+}
+
+/* `sk` reached CLOSE: a child that dies before accept() (a reset from its
+ * client, its listener closed) is no longer waiting to be accepted. */
+static __always_inline void forget_child(const void *sk)
+{
+	u64 key = (u64)sk;
+
+	pending.delete(&key);
+	queued.delete(&key);
 }
 
 static __always_inline bool is_tcp_sock(const void *sk)
@@ -218,48 +304,27 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 {
 	const void *sk = (const void *)ctx->args[0];
 	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
-	u32 tid;
-	u64 key;
 
 	if (oldstate == STATE_LISTEN && newstate == STATE_SYN_RECV) {
 		if (is_tcp_sock(sk))
 			track_child(sk);
-		return 0;
-	}
-	if (oldstate == STATE_SYN_RECV && newstate == STATE_ESTABLISHED) {
+	} else if (oldstate == STATE_SYN_RECV && newstate == STATE_ESTABLISHED) {
 		track_unaccepted(sk);  /* only children track_child saw */
-		return 0;
-	}
-	if (newstate != STATE_SYN_SENT || !is_tcp_sock(sk))
-		return 0;
-#ifndef PROBE_TRACEPOINT
-	if (sock_family(sk) == AF_INET6)
-		return 0;  /* the tcp_v6_connect probe reports these */
+	} else if (oldstate == STATE_SYN_SENT) {
+		if (newstate == STATE_ESTABLISHED || newstate == STATE_CLOSE)
+			connect_ended(ctx, sk, newstate == STATE_ESTABLISHED);
+	} else if (newstate == STATE_CLOSE) {
+		forget_child(sk);
+#ifdef PROBE_TRACEPOINT
+	} else if (newstate == STATE_SYN_SENT) {
+		if (is_tcp_sock(sk))
+			track_connect(ctx, sk);
 #endif
-	/* Process context: the connecting thread.  The source port is picked
-	 * after this transition (inet_hash_connect in tcp_v4_connect), so the
-	 * event waits for connect() to return. */
-	tid = (u32)bpf_get_current_pid_tgid();
-	key = (u64)sk;
-	connecting.update(&tid, &key);
+	}
 	return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_connect)
-{
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u64 *sk = connecting.lookup(&tid);
-	void *s;
-
-	if (!sk)
-		return 0;
-	s = (void *)*sk;
-	connecting.delete(&tid);
-	if (args->ret == 0 || args->ret == -EINPROGRESS)
-		report_connect(args, s);
-	return 0;
-}
-
+#ifdef PROBE_TRACEPOINT
 static __always_inline void accept_returned(void *ctx, long fd)
 {
 	void *sk;
@@ -267,18 +332,8 @@ static __always_inline void accept_returned(void *ctx, long fd)
 	if (fd < 0)
 		return;
 	sk = sock_from_fd(fd);
-	if (!sk)
-		return;
-#ifndef PROBE_TRACEPOINT
-	{
-		/* only what the kernel-function probe missed */
-		u64 key = (u64)sk;
-
-		if (!pending.lookup(&key))
-			return;
-	}
-#endif
-	report_accept(ctx, sk, 0);
+	if (sk)
+		report_accept(ctx, sk, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept)
@@ -292,6 +347,25 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
 	accept_returned(args, args->ret);
 	return 0;
 }
+#endif /* PROBE_TRACEPOINT */
+
+#ifndef PROBE_TRACEPOINT
+/* tcp_v4_connect() or tcp_v6_connect() returned `ret` for `sk`.  An
+ * AF_INET6 socket with a mapped peer runs tcp_v4_connect() inside
+ * tcp_v6_connect(): the outer call reports it, the inner one (AF_INET6
+ * socket) is ignored, and nothing is shared between the two. */
+static __always_inline void connect_returned(void *ctx, void *sk, int ret, u16 family)
+{
+	struct event e = {};
+
+	if (sock_family(sk) != family)
+		return;
+	if (!ret)
+		track_connect(ctx, sk);
+	else if (connect_event(ctx, &e, sk))   /* before any SYN: no route, no port */
+		report_failed(ctx, &e, -ret);
+}
+#endif
 
 /* A process Python has cached execs or exits: its command line is stale. */
 static __always_inline void forget_task(void *ctx)
@@ -337,8 +411,13 @@ KRETFUNC_PROBE(inet_csk_accept, void *sk, int flags, int *err, bool kern, void *
 
 KRETFUNC_PROBE(tcp_v6_connect, void *sk, void *uaddr, int addr_len, int ret)
 {
-	if (ret == 0)
-		report_connect(ctx, sk);
+	connect_returned(ctx, sk, ret, AF_INET6);
+	return 0;
+}
+
+KRETFUNC_PROBE(tcp_v4_connect, void *sk, void *uaddr, int addr_len, int ret)
+{
+	connect_returned(ctx, sk, ret, AF_INET);
 	return 0;
 }
 #endif /* PROBE_KFUNC */
@@ -351,6 +430,7 @@ KRETFUNC_PROBE(tcp_v6_connect, void *sk, void *uaddr, int addr_len, int ret)
  * and a shared thread key would be overwritten by the inner call. */
 BPF_HASH(accepting, u32, u64, 16384);
 BPF_HASH(v6connecting, u32, u64, 16384);
+BPF_HASH(v4connecting, u32, u64, 16384);
 
 int kprobe__inet_csk_accept(struct pt_regs *ctx)
 {
@@ -396,8 +476,30 @@ int kretprobe__tcp_v6_connect(struct pt_regs *ctx)
 		return 0;
 	s = (void *)*sk;
 	v6connecting.delete(&tid);
-	if (PT_REGS_RC(ctx) == 0)
-		report_connect(ctx, s);
+	connect_returned(ctx, s, (int)PT_REGS_RC(ctx), AF_INET6);
+	return 0;
+}
+
+int kprobe__tcp_v4_connect(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 sk = PT_REGS_PARM1(ctx);
+
+	v4connecting.update(&tid, &sk);
+	return 0;
+}
+
+int kretprobe__tcp_v4_connect(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 *sk = v4connecting.lookup(&tid);
+	void *s;
+
+	if (!sk)
+		return 0;
+	s = (void *)*sk;
+	v4connecting.delete(&tid);
+	connect_returned(ctx, s, (int)PT_REGS_RC(ctx), AF_INET);
 	return 0;
 }
 #endif /* PROBE_KPROBE */

@@ -17,12 +17,15 @@
 
 /* enum event_type: the first byte of every record Python receives */
 #define EVENT_ACCEPT     1  /* accept() returned a new connection        */
-#define EVENT_CONNECT    2  /* connect() sent a SYN                      */
+#define EVENT_CONNECT    2  /* connect() sent a SYN (tracepoint mode: and
+                               its handshake completed)                  */
 #define EVENT_UNACCEPTED 3  /* handshake done, still in the accept queue */
 #define EVENT_EXEC       4  /* a process we reported on exec'd or exited:
                                its command line is stale (struct event)  */
 #define EVENT_CMDLINE    5  /* the command line of a process, sent before
                                its first connection (struct cmdline_event) */
+#define EVENT_CONNECT_FAILED 6  /* a connect() that never completed its
+                               handshake: `err` says why                 */
 
 /* v6only when it is not known (AF_INET sockets, connects) */
 #define V6ONLY_UNKNOWN 0xff
@@ -36,6 +39,8 @@ struct event {
 	__u32 tid;
 	__u32 uid;
 	__u32 netns;        /* network namespace inode number */
+	__u32 err;          /* EVENT_CONNECT_FAILED: errno (sk_err), 0 when
+	                       the socket was closed without an error      */
 	__u8  saddr[16];    /* local address */
 	__u8  daddr[16];    /* peer address */
 	char  comm[COMM_LEN];

@@ -120,11 +120,13 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
               help="Stop after this long, as SIGTERM would.")
 @click.option("--no-snapshot", is_flag=True,
               help="Do not list the existing mapped connections before tracing.")
+@click.option("--no-failed", is_flag=True,
+              help="Do not report connects that fail (refused, timeout, unreachable, ...).")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
 def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer,
          buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, quiet, duration,
-         no_snapshot):
+         no_snapshot, no_failed):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ctx.invoked_subcommand is not None:
@@ -139,7 +141,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
-        duration=duration, filter=flt, snapshot=not no_snapshot)
+        duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed)
     if ctx.invoked_subcommand is None:
         try:
             trace(app)

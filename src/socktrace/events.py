@@ -8,6 +8,7 @@ Decoding is a pure function of the bytes and a clock offset.
 from __future__ import annotations
 
 import ctypes
+import errno
 import re
 import struct
 from functools import lru_cache
@@ -40,13 +41,29 @@ class Kind(str, Enum):
     ACCEPT = "accept"
     CONNECT = "connect"
     UNACCEPTED = "unaccepted"   # handshake done, not accepted (yet)
+    CONNECT_FAILED = "connect_failed"   # a connect whose handshake never completed
 
 
 EVENT_CMDLINE = _C["EVENT_CMDLINE"]
 EVENT_ACCEPT = _C["EVENT_ACCEPT"]
 EVENT_CONNECT = _C["EVENT_CONNECT"]
 KIND_BY_TYPE = {EVENT_ACCEPT: Kind.ACCEPT, EVENT_CONNECT: Kind.CONNECT,
-                _C["EVENT_UNACCEPTED"]: Kind.UNACCEPTED}
+                _C["EVENT_UNACCEPTED"]: Kind.UNACCEPTED,
+                _C["EVENT_CONNECT_FAILED"]: Kind.CONNECT_FAILED}
+# what an operator calls the errors that end a connect's handshake
+_REASONS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout",
+            errno.EHOSTUNREACH: "unreachable", errno.ENETUNREACH: "unreachable",
+            errno.ECONNRESET: "reset", 0: "closed"}
+
+
+def failure_reason(err: int) -> str:
+    """Why a connect failed, from the socket's error (sk_err, an errno).
+
+    >>> failure_reason(111), failure_reason(0), failure_reason(99)
+    ('refused', 'closed', 'EADDRNOTAVAIL')
+    """
+    return _REASONS.get(err) or errno.errorcode.get(err, str(err))
+
 EVENT_EXEC = _C["EVENT_EXEC"]
 V6ONLY_UNKNOWN = _C["V6ONLY_UNKNOWN"]
 STAT_LOST = _C["STAT_LOST"]
@@ -64,6 +81,7 @@ class RawEvent(ctypes.Structure):
         ("tid", ctypes.c_uint32),
         ("uid", ctypes.c_uint32),
         ("netns", ctypes.c_uint32),
+        ("err", ctypes.c_uint32),
         ("saddr", ctypes.c_uint8 * 16),
         ("daddr", ctypes.c_uint8 * 16),
         ("comm", ctypes.c_char * _C["COMM_LEN"]),
@@ -76,7 +94,7 @@ class RawEvent(ctypes.Structure):
 
 # struct event as one struct.unpack_from: several times faster per event than
 # reading RawEvent's fields through ctypes (tests check both layouts agree)
-EVENT_STRUCT = struct.Struct("=BBHIQIII16s16s16sHHQQ")
+EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16sHH4xQQ")
 
 
 class RawCmdline(ctypes.Structure):
@@ -109,6 +127,7 @@ class Connection:
     raddr: str
     rport: int
     v6only: bool | None     # the listener's IPV6_V6ONLY; None where it does not apply
+    reason: str | None = None   # connect_failed only: failure_reason()
 
     @property
     def time(self) -> datetime:
@@ -139,7 +158,7 @@ class ProcessArgs:
 
 # sport, dport, ts_ns and sk come last in struct event
 _VARYING_AT = RawEvent.sport.offset
-_VARYING = struct.Struct(f"={_VARYING_AT}xHHQ")
+_VARYING = struct.Struct(f"={_VARYING_AT}xHH{RawEvent.ts_ns.offset - _VARYING_AT - 4}xQ")
 
 
 def origin(data: bytes) -> bytes:
@@ -150,9 +169,9 @@ def origin(data: bytes) -> bytes:
     origin decode to Connections that differ only in time_ns, sk, lport
     and rport, so their records can be copied from one another.
 
-    >>> a = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, bytes(16), bytes(16), b"nginx",
+    >>> a = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
     ...                       80, 5000, 100, 1)
-    >>> b = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, bytes(16), bytes(16), b"nginx",
+    >>> b = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
     ...                       80, 5001, 200, 2)
     >>> origin(a) == origin(b), time_and_ports(b, 0)
     (True, (200, 80, 5001))
@@ -182,7 +201,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         a = RawCmdline.from_buffer_copy(data[:ctypes.sizeof(RawCmdline)])
         return ProcessArgs(a.pid, ctypes.string_at(ctypes.addressof(a) + RawCmdline.args.offset,
                                                    min(a.len, _C["CMDLINE_MAX"])), bool(a.truncated))
-    (type_, v6only, family, pid, cgroup_id, tid, uid, netns, saddr, daddr, comm,
+    (type_, v6only, family, pid, cgroup_id, tid, uid, netns, err, saddr, daddr, comm,
      sport, dport, ts_ns, sk) = EVENT_STRUCT.unpack_from(data)
     if type_ == EVENT_EXEC:
         return ProcessGone(pid)
@@ -200,6 +219,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         "mapped": mapped,
         "laddr": laddr, "lport": sport, "raddr": raddr, "rport": dport,
         "v6only": None if v6only == V6ONLY_UNKNOWN else bool(v6only),
+        "reason": failure_reason(err) if kind is Kind.CONNECT_FAILED else None,
     })
 
 

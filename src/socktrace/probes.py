@@ -64,6 +64,7 @@ class KernelFilter:
     pid there; several are filtered in userspace only)."""
     mapped_only: bool = False
     pid: int | None = None
+    failed: bool = True      # report connects that fail (--no-failed: not)
 
 
 @dataclass(frozen=True)
@@ -98,26 +99,28 @@ class Probes:
         return self._events
 
     def take_unaccepted(self, older_than_ns: int) -> list[bytes]:
-        """Take out of the kernel's `pending` map the connections whose
-        handshake completed at least `older_than_ns` ago and that nobody
-        accepted (0: all of them), as raw events.  Entries whose handshake
-        never completed go after HALF_OPEN_MAX_NS, silently."""
-        table = self._bpf["pending"]
+        """Take out of the kernel's maps the children whose handshake
+        completed at least `older_than_ns` ago and that no accept the
+        probes saw took (0: all of them), as raw events: still queued, or
+        taken by an accept the probes missed (tracer.py tells them apart).
+        Children whose handshake never completed go after
+        HALF_OPEN_MAX_NS, silently."""
+        pending, queued = self._bpf["pending"], self._bpf["queued"]
         now = time.monotonic_ns()   # the clock of bpf_ktime_get_ns()
         taken = []
-        for key, value in list(table.items()):
-            age = now - value.ts_ns
-            if value.type == 0:  # handshake not complete yet
-                if age > HALF_OPEN_MAX_NS:
-                    table.pop(key, None)
-                continue
-            if age < older_than_ns:
+        for key, value in list(queued.items()):
+            if now - value.ts_ns < older_than_ns and key in pending:
                 continue
             try:
-                del table[key]
-            except KeyError:  # accept() took it meanwhile
+                del pending[key]
+            except KeyError:   # accepted meanwhile: the entry was left behind
+                queued.pop(key, None)
                 continue
+            queued.pop(key, None)
             taken.append(ctypes.string_at(ctypes.addressof(value), ctypes.sizeof(value)))
+        for key, cloned in list(pending.items()):
+            if now - cloned.value > HALF_OPEN_MAX_NS and key not in queued:
+                pending.pop(key, None)
         return taken
 
     def drops(self) -> Drops:
@@ -211,6 +214,8 @@ _FIELDS = {
     "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
     "OFF_SKC_NET": ("sock", "__sk_common.skc_net"),
     "OFF_SK_UID": ("sock", "sk_uid"),
+    "OFF_SK_ERR": ("sock", "sk_err"),
+    "OFF_INET_SPORT": ("inet_sock", "inet_sport"),
     "OFF_NET_INUM": ("net", "ns.inum"),
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
@@ -330,6 +335,7 @@ class Loader:
         d[f"PROBE_{mode.name}"] = 1
         d["MAPPED_ONLY"] = int(self.kfilter.mapped_only)
         d["FILTER_PID"] = self.kfilter.pid or 0
+        d["NO_FAILED"] = int(not self.kfilter.failed)
         d["PENDING_MAX"] = PENDING_MAX
         if self.ringbuf:
             d["USE_RINGBUF"] = 1

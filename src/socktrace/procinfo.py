@@ -18,7 +18,7 @@ import pwd
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Tuple
 
 from .classify import FAMILY_NAMES
 
@@ -155,21 +155,41 @@ class Listening:
     pids: tuple[int, ...]
 
 
+def _tcp_sockets(states: int) -> Callable[[], list]:
+    from .kernel.sockdiag import dump_tcp
+
+    def dump():
+        return [d for fam in (socket.AF_INET6, socket.AF_INET) for d in dump_tcp(fam, states=states)]
+    return dump
+
+
 def listening_sockets(procfs: str = "/proc", listeners: Callable[[], list] | None = None
                       ) -> list[Listening]:
     """The TCP listeners of socktrace's network namespace, with their owners.
 
     For a connection nobody accepted the kernel knows no owning process;
     the listener's owners are the processes responsible for it."""
-    if listeners is None:
-        from .kernel.sockdiag import LISTEN, dump_tcp
-
-        def listeners():
-            return [d for fam in (socket.AF_INET6, socket.AF_INET)
-                    for d in dump_tcp(fam, states=1 << LISTEN)]
-    found = listeners()
+    from .kernel.sockdiag import LISTEN
+    found = (listeners or _tcp_sockets(1 << LISTEN))()
     if not found:
         return []
     owners, _ = socket_owners(procfs)
     return [Listening(FAMILY_NAMES.get(d.family, str(d.family)), d.src, d.sport,
                       tuple(sorted(set(owners.get(d.inode, ()))))) for d in found]
+
+
+Endpoints = Tuple[str, int, str, int]   # laddr, lport, raddr, rport (classify.address's text)
+
+
+def accepted_owners(procfs: str = "/proc", sockets: Callable[[], list] | None = None
+                    ) -> dict[Endpoints, tuple[int, ...]]:
+    """The connections of socktrace's network namespace that a process
+    holds (a socket inode: accepted), by their endpoints, with the pids
+    holding them.  A child still in its listener's queue has no inode."""
+    from .kernel.sockdiag import DEFAULT_STATES, LISTEN
+    found = [d for d in (sockets or _tcp_sockets(DEFAULT_STATES & ~(1 << LISTEN)))() if d.inode]
+    if not found:
+        return {}
+    owners, _ = socket_owners(procfs)
+    return {(d.src, d.sport, d.dst, d.dport): tuple(sorted(set(owners.get(d.inode, ()))))
+            for d in found}

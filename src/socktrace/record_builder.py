@@ -27,7 +27,7 @@ from .classify import came_through
 from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, Kind, ProcessArgs, decode, origin, \
     time_and_ports
 from .filters import Filter
-from .procinfo import NO_PROCESS, Listening, ProcessInfo
+from .procinfo import NO_PROCESS, Endpoints, Listening, ProcessInfo
 from .records import ConnectionRecord, SummaryRecord, connection_record, owner, record_like, \
     summary_record
 
@@ -53,7 +53,7 @@ class RecordBuilder:
     >>> from socktrace.procinfo import ProcessCache
     >>> b = RecordBuilder(ProcessCache("/nonexistent", users=lambda uid: "root"))
     >>> mapped = lambda ip: bytes(10) + b"\\xff\\xff" + bytes(ip)
-    >>> accept = EVENT_STRUCT.pack(EVENT_ACCEPT, 0, 10, 7, 0, 7, 0, 0, mapped([10, 0, 0, 12]),
+    >>> accept = EVENT_STRUCT.pack(EVENT_ACCEPT, 0, 10, 7, 0, 7, 0, 0, 0, mapped([10, 0, 0, 12]),
     ...                            mapped([10, 0, 0, 20]), b"nginx", 80, 5000, 0, 1)
     >>> [(r["type"], r["pid"], r["process"], r["laddr"], r["lport"], r["mapped"])
     ...  for chunk in b.connections([accept]) for r in chunk]
@@ -109,15 +109,31 @@ class RecordBuilder:
                 self._count(records)
                 yield records
 
-    def unaccepted(self, batch: list[bytes], listeners: list[Listening]) -> list[ConnectionRecord]:
-        """The records of connections nobody accepted (probes'
-        take_unaccepted), each attributed to the owners of its listener
-        among `listeners` (socktrace's network namespace's): `pid` the
-        first, `processes` every one (nginx's master and workers share it)."""
+    def unaccepted(self, batch: list[bytes], listeners: list[Listening],
+                   accepted: dict[Endpoints, tuple[int, ...]] | None = None) -> list[ConnectionRecord]:
+        """The records of the children that no accept the probes saw took
+        (probes' take_unaccepted), in socktrace's network namespace:
+
+        - those a process holds now (`accepted`, by endpoints) were taken
+          by an accept the probes missed: an `accept` record naming that
+          process, without a thread;
+        - the others are `unaccepted`, attributed to the owners of their
+          listener among `listeners`: `pid` the first, `processes` every
+          one (nginx's master and workers share it)."""
         records = []
+        accepted = accepted or {}
         for data in batch:
             ev = decode(data, self.wall_offset_ns)
             if type(ev) is not Connection or ev.kind is not Kind.UNACCEPTED:
+                continue
+            holders = accepted.get((ev.laddr, ev.lport, ev.raddr, ev.rport)) \
+                if ev.netns == self.own_netns else None
+            if holders:
+                rec = self._record(dataclasses.replace(
+                    ev, kind=Kind.ACCEPT, pid=holders[0], tid=0,
+                    comm=self.processes.process(holders[0]).comm or ""))
+                if rec is not None:
+                    records.append(rec)
                 continue
             owners = self._listener_owners(ev, listeners)
             if owners:

@@ -54,6 +54,7 @@ class _Connection(_Endpoints):
 
 class ConnectionRecord(_Connection, total=False):
     v6only: Optional[bool]     # accept and unaccepted only
+    reason: str                # connect_failed only: refused, timeout, unreachable, reset, closed, or an errno name
     processes: List[Owner]     # unaccepted only: every owner of the listener
 
 
@@ -153,7 +154,9 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         "raddr": c.raddr,
         "rport": c.rport,
     }
-    if c.kind is not Kind.CONNECT:
+    if c.kind is Kind.CONNECT_FAILED:
+        rec["reason"] = c.reason
+    elif c.kind is not Kind.CONNECT:
         rec["v6only"] = c.v6only
     return rec
 

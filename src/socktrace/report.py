@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 from .advice import fixes_for
 from .classify import protocol
 
-CONNECTION_TYPES = ("accept", "connect", "unaccepted")
+CONNECTION_TYPES = ("accept", "connect", "unaccepted", "connect_failed")
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 
 

@@ -52,6 +52,7 @@ class TraceOptions:
     quiet: bool = False
     duration: Optional[float] = None
     snapshot: bool = True
+    failed: bool = True       # report failed connects
 
 
 @dataclass
@@ -83,7 +84,8 @@ def trace(app: App) -> None:
         ensure_mounted()
         pids = opts.filter.pid
         loader = Loader(bcc, KernelFilter(opts.filter.mapped_only,
-                                          next(iter(pids)) if len(pids) == 1 else None),
+                                          next(iter(pids)) if len(pids) == 1 else None,
+                                          failed=opts.failed),
                         tracefs=tracefs_root(), buffer=opts.buffer, buffer_pages=opts.buffer_pages)
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
         if log:

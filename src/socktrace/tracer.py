@@ -17,7 +17,7 @@ from .filters import Filter
 from .kernel.netns import ns_inode
 from .output.sink import Sink
 from .probes import Drops, Probes
-from .procinfo import Listening, ProcessCache, listening_sockets
+from .procinfo import Endpoints, Listening, ProcessCache, accepted_owners, listening_sockets
 from .record_builder import RecordBuilder
 from .records import lost_record, ready_record
 from .signals import Flag
@@ -31,6 +31,7 @@ class Tracer:
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
                  find_listeners: Callable[[], list[Listening]] = listening_sockets,
+                 find_accepted: Callable[[], dict[Endpoints, tuple[int, ...]]] = accepted_owners,
                  own_netns: int | None = None):
         self.probes = probes
         self.sink = sink
@@ -39,6 +40,7 @@ class Tracer:
             own_netns=own_netns if own_netns is not None else ns_inode("/proc/self/ns/net"))
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
         self.find_listeners = find_listeners
+        self.find_accepted = find_accepted
         self._reported_drops = Drops(0, 0)
 
     def _connections(self, batch: list[bytes]) -> None:
@@ -47,10 +49,11 @@ class Tracer:
 
     def sweep_unaccepted(self, everything: bool = False) -> None:
         """Report connections that have waited in an accept queue too long
-        (or all of them, at exit); the listeners are listed once a sweep."""
+        (or all of them, at exit), and those an accept the probes missed
+        took; the sockets are listed once a sweep, when there are any."""
         taken = self.probes.take_unaccepted(0 if everything else self.unaccepted_after_ns)
         if taken:
-            records = self.builder.unaccepted(taken, self.find_listeners())
+            records = self.builder.unaccepted(taken, self.find_listeners(), self.find_accepted())
             if records:
                 self.sink.connections(records)
 

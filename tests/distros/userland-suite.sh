@@ -18,4 +18,5 @@ echo "SOCKTRACE-USERLAND make install: $(($(date +%s) - t0)) s"
 SOCKTRACE=/usr/local/bin/socktrace PYTHONDONTWRITEBYTECODE=1 \
     /opt/socktrace/bin/python -m pytest -p no:cacheprovider --color=no -o addopts="-ra --doctest-modules" \
     -m "not host_tools" tests/unit tests/kernel/test_live.py tests/kernel/test_modes.py \
-    tests/kernel/test_outputs.py tests/kernel/test_kernel_btf.py --pyargs socktrace
+    tests/kernel/test_outputs.py tests/kernel/test_lifecycle.py tests/kernel/test_kernel_btf.py \
+    --pyargs socktrace

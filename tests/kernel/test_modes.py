@@ -48,3 +48,26 @@ def test_auto_picks_the_cheapest_mode_that_works(socktrace):
     order = ["kfunc", "kprobe", "tracepoint"]
     assert set(st.ready["skipped"]) == set(order[:order.index(want)])
     assert st.ready["offsets"] == capabilities.expected_offsets()
+
+
+def attached_tracepoints(pid: int) -> set[str]:
+    """The tracepoints (classic and raw) process `pid` has BPF programs on."""
+    import json
+    out = subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {p["tracepoint"] for p in json.loads(out or "[]")
+            if p["pid"] == pid and p["fd_type"] in ("tracepoint", "raw_tracepoint")}
+
+
+@pytest.mark.parametrize("mode", ["tracepoint", "kprobe", "kfunc"])
+def test_only_the_tracepoint_mode_attaches_system_call_tracepoints(socktrace, mode):
+    """Any system call tracepoint puts every system call of every task on
+    the kernel's slow path: the function-probe modes attach none; the
+    tracepoint mode only the exits of accept and accept4."""
+    if mode != "tracepoint" and not (capabilities.kprobes() if mode == "kprobe" else capabilities.fexit()):
+        mode = "tracepoint"   # what this kernel offers; the test above covers the refusal
+    st = socktrace("--probe", mode)
+    found = attached_tracepoints(st.proc.pid)
+    syscalls = {t for t in found if t.startswith("sys_")}
+    assert "inet_sock_set_state" in found
+    assert syscalls == ({"sys_exit_accept", "sys_exit_accept4"} if mode == "tracepoint" else set())

@@ -39,6 +39,7 @@ struct sock {
 	unsigned int sk_padding : 1, sk_kern_sock : 1, sk_no_check_tx : 1,
 		     sk_no_check_rx : 1, sk_userlocks : 4, sk_protocol : 8, sk_type : 16;
 	unsigned int sk_uid;
+	int sk_err;
 };
 """
 NEW = """
@@ -51,6 +52,7 @@ struct sock {
 	unsigned short sk_type;
 	unsigned short sk_protocol;
 	unsigned int sk_uid;
+	int sk_err;
 };
 """
 COMMON = """
@@ -97,7 +99,7 @@ def compile_and_run(tmp_path, source, *cflags):
 def test_btf_path_reads_sk_protocol(tmp_path, layout):
     """gcc describes the struct in BTF as the kernel's own BTF would;
     socktrace's reader (kernel_read.h: read_int) must find TCP in it."""
-    image = compile_and_run(tmp_path, COMMON + layout + OTHERS + ACCEPT + FILL + WRITE, "-gbtf")
+    image = compile_and_run(tmp_path, COMMON + layout + INET + OTHERS + ACCEPT + FILL + WRITE, "-gbtf")
     subprocess.run(["objcopy", "--dump-section", f".BTF={tmp_path / 'btf'}", str(tmp_path / "t")],
                    check=True)
     with BTF(str(tmp_path / "btf")) as btf:
@@ -131,10 +133,11 @@ struct file { void *private_data; };
 struct socket { void *sk; };
 struct mm_struct { unsigned long arg_start, arg_end; };
 """
+INET = "struct inet_sock { struct sock sk; unsigned short inet_sport; };\n"
 ACCEPT = """
 /* gcc describes only the types that something uses */
 struct net n; struct task_struct t; struct files_struct fs; struct fdtable ft;
-struct file f; struct socket so; struct mm_struct mm;
+struct file f; struct socket so; struct mm_struct mm; struct inet_sock is;
 struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, _Bool kern) { return sk; }
 """
 # ... that kernel_read.h reads
@@ -152,6 +155,7 @@ def test_headers_path_reads_sk_protocol(tmp_path, layout):
         (inc / h).parent.mkdir(parents=True, exist_ok=True)
         (inc / h).write_text("")
     (inc / "net").mkdir()
+    (inc / "net/inet_sock.h").write_text(INET)
     (inc / "net/sock.h").write_text(COMMON + layout)
     out = compile_and_run(tmp_path, HARNESS + OTHERS + '#include "kernel_read.h"\n' + FILL + READ,
                           "-DSOCKTRACE_KERNEL_HEADERS", f"-I{inc}", f"-I{bpf_source_dir()}",

@@ -5,6 +5,8 @@
 
 SOCKET is the socket's family as netstat names it (tcp, tcp6); MAPPED marks
 an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
+A `failed` row (a connect that never completed its handshake) has its
+reason in the last column: refused, timeout, unreachable, reset, closed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, S
 from .escape import escape
 from . import snapshot_text
 
-EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued"}
+EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued",
+                "connect_failed": "failed"}
 _ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
 _WHO = 20
 HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
@@ -59,7 +62,7 @@ def format_row(rec: ConnectionRecord) -> str:
         endpoint(rec["laddr"], rec["lport"]),
         endpoint(rec["raddr"], rec["rport"]),
         label(rec["sock_family"], rec["mapped"]),
-        "-" if v6only is None else str(int(v6only)),
+        rec.get("reason") or ("-" if v6only is None else str(int(v6only))),
     ).rstrip()
 
 

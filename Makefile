@@ -60,15 +60,17 @@ test-vm: setup
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace
 
-# socktrace against no tracer, bpftrace and bcc's tools under nginx + ab:
-# on this machine (bench/results/conn.md) and in the test VM, where every
-# probe mode and bcc's tools run (bench/results/conn-vm.md)
+# socktrace against no tracer, bpftrace and bcc's tools under nginx + ab,
+# and what it costs an unrelated system call, per probe mode: on this
+# machine (bench/results/conn.md, syscall.md) and in the test VM, where
+# every probe mode and bcc's tools run (conn-vm.md, syscall-vm.md)
 bench: bench-host bench-vm
 
 bench-host: setup
 	@command -v nginx >/dev/null && command -v ab >/dev/null && command -v bpftrace >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light apache2-utils bpftrace >/dev/null
 	$(VENV)/bin/python bench/conn_bench.py
+	$(VENV)/bin/python bench/syscall_bench.py
 
 bench-vm: setup
 	bench/vm_bench.sh

@@ -4,7 +4,8 @@
 # emulates the CPU (TCG), so absolute rates are far below the host's; the
 # ratios within the run are what compare.
 #
-# Writes bench/results/conn-vm.json and conn-vm.md.  Run as root: make bench.
+# Writes bench/results/conn-vm.{json,md} and syscall-vm.{json,md} (what an
+# unrelated system call costs with each probe mode).  Run as root: make bench.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
@@ -16,8 +17,8 @@ VM_TCG_THREAD=multi VM_TIMEOUT=${VM_TIMEOUT:-3600} "$TOP/tests/vm/run-vm.sh" "$I
 cp "$console" "$IMAGE/bench-console.log"   # the rounds, for a look afterwards
 grep -q "SOCKTRACE-VM-END bench rc=0" "$console" || { tail -40 "$console"; echo "vm bench failed" >&2; exit 1; }
 mkdir -p "$HERE/results"
-for f in conn-vm.json conn-vm.md; do
+for f in conn-vm.json conn-vm.md syscall-vm.json syscall-vm.md; do
     awk -v f="$f" '$0 == "SOCKTRACE-VM-FILE " f {on=1; next} /^SOCKTRACE-VM-FILE-END/ {on=0} on' \
         "$console" > "$HERE/results/$f"
 done
-cat "$HERE/results/conn-vm.md"
+cat "$HERE/results/conn-vm.md" "$HERE/results/syscall-vm.md"

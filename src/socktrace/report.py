@@ -89,6 +89,8 @@ class Report:
     mapped_clients: dict = field(default_factory=dict)   # processes connecting via ::ffff:
     peers: Counter = field(default_factory=Counter)
     by_protocol: Counter = field(default_factory=Counter)
+    # (pid, comm, cmdline, raddr, rport, protocol, reason) -> failed connects
+    failed: Counter = field(default_factory=Counter)
     lost: int = 0
     unwritten: int = 0
     first: str = ""
@@ -112,11 +114,14 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
             r.unwritten += rec.get("records", 0)
         if kind not in CONNECTION_TYPES:
             continue
-        r.records += 1
         proto = protocol(rec["sock_family"], rec["mapped"])
         # the process's name (logs before it had only the thread's): one
         # JVM, not one row per thread name
         who = (rec["pid"], rec.get("process") or rec["comm"], rec.get("cmdline"))
+        if kind == "connect_failed":   # an attempt, not a connection
+            r.failed[who + (rec["raddr"], rec["rport"], proto, rec.get("reason"))] += 1
+            continue
+        r.records += 1
         p = r.processes.setdefault(who, Process(*who))
         p.by_type[kind] += 1
         p.by_protocol[proto] += 1
@@ -162,5 +167,9 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
              "first": c.first, "last": c.last} for c in r.mapped_clients.values()],
         "top_peers": [{"addr": a, "protocol": p, "connections": n}
                       for (a, p), n in r.peers.most_common(top)],
+        "failed_connects": [
+            {"pid": pid, "comm": comm, "cmdline": cmdline, "raddr": raddr, "rport": rport,
+             "protocol": proto, "reason": reason, "count": n}
+            for (pid, comm, cmdline, raddr, rport, proto, reason), n in r.failed.most_common(top)],
         "bad_lines": [str(b) for b in bad],
     }

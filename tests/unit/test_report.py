@@ -25,6 +25,10 @@ RECORDS = [
     conn("connect", pid=30, comm="python3", cmdline="python3 c.py", mapped=True, lport=40001),
     conn(pid=40, comm="sshd", cmdline="sshd -D", fam="AF_INET", mapped=False, lport=22, v6only=None),
     conn("accept", pid=50, comm="nginx", cmdline="nginx: master", lport=8080, v6only=False),
+    {**conn("connect_failed", pid=30, comm="python3", cmdline="python3 c.py", mapped=True,
+            raddr="10.0.0.9", rport=443), "reason": "refused"},
+    {**conn("connect_failed", pid=30, comm="python3", cmdline="python3 c.py", mapped=True,
+            raddr="10.0.0.9", rport=443), "reason": "refused"},
     {"type": "unwritten", "records": 3, "reason": "disk full"},
     {"type": "summary", "events": 7, "lost": 2},
 ]
@@ -105,6 +109,18 @@ def test_json_report():
                                     "connects": 1, "first": "2026-11-23T10:00:00Z",
                                     "last": "2026-11-23T10:00:00Z"}]
     assert json.loads(json.dumps(j)) == j
+
+
+def test_failed_connects_are_counted_apart_from_connections():
+    r = summarize(RECORDS)
+    assert r.records == 7 and r.by_protocol["mapped"] == 4          # the attempts are not connections
+    assert dict(r.failed) == {(30, "python3", "python3 c.py", "10.0.0.9", 443, "mapped", "refused"): 2}
+    text = format_report(r, [])
+    assert "Failed connects (2, most frequent first):" in text
+    assert "      2  pid 30 python3 to 10.0.0.9:443: refused (IPv4 over AF_INET6" in text
+    assert to_json(r, [])["failed_connects"] == [
+        {"pid": 30, "comm": "python3", "cmdline": "python3 c.py", "raddr": "10.0.0.9", "rport": 443,
+         "protocol": "mapped", "reason": "refused", "count": 2}]
 
 
 def test_a_jvms_threads_are_one_process():

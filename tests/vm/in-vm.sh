@@ -94,8 +94,12 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
         N=${BENCH_N:-3000} ROUNDS=${BENCH_ROUNDS:-3} BENCH_AUTO_STARTS=1 \
         $PY /socktrace/bench/conn_bench.py > /tmp/results/bench.out 2>&1
     rc=$?
+    BENCH_RESULTS=/tmp/results BENCH_NAME=syscall-vm BENCH_MODES="kfunc kprobe tracepoint" \
+        BENCH_MACHINE_NOTE=" (Debian 12 in qemu, TCG software emulation)" \
+        SYSCALLS=${BENCH_SYSCALLS:-200000} ROUNDS=${BENCH_ROUNDS:-3} \
+        $PY /socktrace/bench/syscall_bench.py >> /tmp/results/bench.out 2>&1 || rc=1
     cat /tmp/results/bench.out
-    for f in conn-vm.json conn-vm.md; do
+    for f in conn-vm.json conn-vm.md syscall-vm.json syscall-vm.md; do
         echo "SOCKTRACE-VM-FILE $f"; cat "/tmp/results/$f" 2>/dev/null; echo "SOCKTRACE-VM-FILE-END"
     done
     echo "SOCKTRACE-VM-END bench rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..report import BadLine, Report
+from ..classify import endpoint
 from .escape import escape
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
@@ -70,6 +71,13 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
 
     if len(procs) > top:
         add(f"  ... {len(procs) - top} more (--top)")
+
+    if r.failed:
+        add("")
+        add(f"Failed connects ({sum(r.failed.values())}, most frequent first):")
+        for (pid, comm, _, raddr, rport, proto, reason), n in r.failed.most_common(top):
+            add(f"  {n:>7}  {_who(pid, comm)} to {endpoint(raddr, rport)}: {reason}"
+                f" ({PROTOCOL_NAMES[proto]})")
 
     if r.peers:
         add("")

@@ -425,12 +425,9 @@ KRETFUNC_PROBE(tcp_v4_connect, void *sk, void *uaddr, int addr_len, int ret)
 #ifdef PROBE_KPROBE
 #include <asm/ptrace.h>  /* struct pt_regs, for PT_REGS_PARM1/PT_REGS_RC */
 
-/* thread -> listener / connecting socket, entry to return.  Each function
- * has its own map: tcp_v6_connect calls tcp_v4_connect for a mapped peer,
- * and a shared thread key would be overwritten by the inner call. */
+/* thread -> listener, entry to return (a kretprobe sees only the return
+ * value) */
 BPF_HASH(accepting, u32, u64, 16384);
-BPF_HASH(v6connecting, u32, u64, 16384);
-BPF_HASH(v4connecting, u32, u64, 16384);
 
 int kprobe__inet_csk_accept(struct pt_regs *ctx)
 {
@@ -457,49 +454,57 @@ int kretprobe__inet_csk_accept(struct pt_regs *ctx)
 	return 0;
 }
 
-int kprobe__tcp_v6_connect(struct pt_regs *ctx)
+/* (thread, function) -> connecting socket, entry to return.  The function
+ * is part of the key: tcp_v6_connect calls tcp_v4_connect for a mapped
+ * peer, and a key of the thread alone would be taken by the inner call. */
+struct call_key {
+	u32 tid;
+	u32 family;   /* AF_INET: tcp_v4_connect, AF_INET6: tcp_v6_connect */
+};
+BPF_HASH(connecting, struct call_key, u64, 16384);
+
+static __always_inline void connect_entry(struct pt_regs *ctx, u32 family)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct call_key key = {(u32)bpf_get_current_pid_tgid(), family};
 	u64 sk = PT_REGS_PARM1(ctx);
 
-	v6connecting.update(&tid, &sk);
+	connecting.update(&key, &sk);
+}
+
+static __always_inline void connect_return(struct pt_regs *ctx, u32 family)
+{
+	struct call_key key = {(u32)bpf_get_current_pid_tgid(), family};
+	u64 *sk = connecting.lookup(&key);
+	void *s;
+
+	if (!sk)
+		return;
+	s = (void *)*sk;
+	connecting.delete(&key);
+	connect_returned(ctx, s, (int)PT_REGS_RC(ctx), family);
+}
+
+int kprobe__tcp_v6_connect(struct pt_regs *ctx)
+{
+	connect_entry(ctx, AF_INET6);
 	return 0;
 }
 
 int kretprobe__tcp_v6_connect(struct pt_regs *ctx)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u64 *sk = v6connecting.lookup(&tid);
-	void *s;
-
-	if (!sk)
-		return 0;
-	s = (void *)*sk;
-	v6connecting.delete(&tid);
-	connect_returned(ctx, s, (int)PT_REGS_RC(ctx), AF_INET6);
+	connect_return(ctx, AF_INET6);
 	return 0;
 }
 
 int kprobe__tcp_v4_connect(struct pt_regs *ctx)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u64 sk = PT_REGS_PARM1(ctx);
-
-	v4connecting.update(&tid, &sk);
+	connect_entry(ctx, AF_INET);
 	return 0;
 }
 
 int kretprobe__tcp_v4_connect(struct pt_regs *ctx)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	u64 *sk = v4connecting.lookup(&tid);
-	void *s;
-
-	if (!sk)
-		return 0;
-	s = (void *)*sk;
-	v4connecting.delete(&tid);
-	connect_returned(ctx, s, (int)PT_REGS_RC(ctx), AF_INET);
+	connect_return(ctx, AF_INET);
 	return 0;
 }
 #endif /* PROBE_KPROBE */

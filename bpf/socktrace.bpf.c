@@ -37,7 +37,10 @@
 #define STATE_ESTABLISHED 1
 #define STATE_SYN_SENT 2
 #define STATE_SYN_RECV 3
+#define STATE_FIN_WAIT1 4
 #define STATE_CLOSE 7
+#define STATE_CLOSE_WAIT 8
+#define STATE_LAST_ACK 9
 #define STATE_LISTEN 10
 
 #ifdef USE_RINGBUF
@@ -280,6 +283,20 @@ static __always_inline void track_unaccepted(const void *sk)
 	queued.update(&key, &e);
 }
 
+/* The process holding `sk` closes it (ESTABLISHED -> FIN_WAIT1 or
+ * CLOSE_WAIT -> LAST_ACK: only close() or shutdown() by the local side
+ * make these, in the caller's context).  A child still pending then was
+ * taken by an accept the probes missed: one already blocked when they were
+ * attached (the first connection to an idle server, most often short), or
+ * io_uring's in the tracepoint mode.  Report it now, from its closer. */
+static __always_inline void closing(void *ctx, void *sk)
+{
+	u64 key = (u64)sk;
+
+	if (pending.lookup(&key))
+		report_accept(ctx, sk, 0);
+}
+
 /* `sk` reached CLOSE: a child that dies before accept() (a reset from its
  * client, its listener closed) is no longer waiting to be accepted. */
 static __always_inline void forget_child(const void *sk)
@@ -315,6 +332,9 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 			connect_ended(ctx, sk, newstate == STATE_ESTABLISHED);
 	} else if (newstate == STATE_CLOSE) {
 		forget_child(sk);
+	} else if ((oldstate == STATE_ESTABLISHED && newstate == STATE_FIN_WAIT1) ||
+		   (oldstate == STATE_CLOSE_WAIT && newstate == STATE_LAST_ACK)) {
+		closing(ctx, (void *)sk);
 #ifdef PROBE_TRACEPOINT
 	} else if (newstate == STATE_SYN_SENT) {
 		if (is_tcp_sock(sk))

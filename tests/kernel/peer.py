@@ -2,6 +2,7 @@
 
   serve FAMILY V6ONLY N     listen, print {"port"}, accept N, print each peer
   block-accept              listen, print {"port"}, block in accept(), print peer
+  block-accept-close        the same, but answer and close the connection at once
   plain-accept              listen (dual-stack), print {"port", "pid"}, wait for a
                             line on stdin, accept with the accept() system call
                             (not accept4), print {"pid", "lport", "rport", "raddr"}
@@ -39,10 +40,13 @@ def main(role, *args):
             conn.close()
         say(done=True)
         sys.stdin.read()
-    elif role == "block-accept":
+    elif role in ("block-accept", "block-accept-close"):
         ls = listener()
         say(port=ls.getsockname()[1])
         conn, peer = ls.accept()
+        if role == "block-accept-close":   # a short connection: answered, closed
+            conn.sendall(b"bye")
+            conn.close()
         say(peer_port=peer[1])
         sys.stdin.read()
     elif role == "plain-accept":

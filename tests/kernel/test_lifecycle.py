@@ -128,3 +128,29 @@ def test_fastopen_connect_is_reported_once(socktrace):
     assert len([r for r in st.records if r["type"] == "connect" and r["rport"] == port]) == 1
     for s in (c, server, udp):
         s.close()
+
+
+def test_io_uring_connect_and_accept_are_reported(socktrace):
+    """Made through io_uring, not the system calls: the connect from its
+    SYN (every mode); the accept from inet_csk_accept (function probes) or,
+    in the tracepoint mode, which sees no accept system call, when this
+    process closes the connection."""
+    from uring import Ring, sockaddr_in6
+    ls = listener(v6only=0)
+    port = ls.getsockname()[1]
+    st = socktrace("-P", str(port))
+    ring = Ring()
+    c = socket.socket(socket.AF_INET6)
+    ring.connect(c.fileno(), sockaddr_in6("::ffff:127.0.0.1", port))
+    fd = ring.accept(ls.fileno())
+    accepted = socket.socket(fileno=fd)
+    want = {"lport": port, "rport": c.getsockname()[1]}
+    rec = one(st, "connect", rport=port, lport=want["rport"])
+    assert (rec["pid"], rec["sock_family"], rec["mapped"]) == (os.getpid(), "AF_INET6", True)
+    accepted.close()
+    rec = one(st, "accept", **want)
+    assert (rec["pid"], rec["mapped"], rec["v6only"]) == (os.getpid(), True, False)
+    assert st.stop() == 0
+    assert len([r for r in st.records if r["type"] == "accept" and r["lport"] == port]) == 1
+    ring.close()
+    c.close()

@@ -57,8 +57,9 @@ BPF_HASH(pending, u64, u64, PENDING_MAX);
  * entry here counts only while `pending` holds its key. */
 BPF_TABLE("lru_hash", u64, struct event, queued, PENDING_MAX);
 /* connecting socket -> its connect event, from the SYN to the end of the
- * handshake */
-BPF_TABLE("lru_hash", u64, struct event, connects, 16384);
+ * handshake.  LRU: past PENDING_MAX connects in flight at once the oldest
+ * are forgotten (README, Limits) rather than the newest refused. */
+BPF_TABLE("lru_hash", u64, struct event, connects, PENDING_MAX);
 /* pids Python holds in its process cache: their exec/exit is reported.
  * LRU: an evicted pid only costs one more cmdline_event. */
 BPF_TABLE("lru_hash", u32, u8, known_pids, 65536);
@@ -305,6 +306,7 @@ static __always_inline void forget_child(const void *sk)
 
 	pending.delete(&key);
 	queued.delete(&key);
+	connects.delete(&key);
 }
 
 static __always_inline bool is_tcp_sock(const void *sk)
@@ -313,7 +315,7 @@ static __always_inline bool is_tcp_sock(const void *sk)
 }
 
 /* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection
- * passes about ten state changes and three of them matter.  The raw one
+ * passes about ten state changes and a few of them matter.  The raw one
  * hands over (sk, oldstate, newstate) as they are and the others cost two
  * compares; the classic tracepoint first copies both addresses and ports
  * into a trace record for each of them. */
@@ -331,7 +333,7 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		if (newstate == STATE_ESTABLISHED || newstate == STATE_CLOSE)
 			connect_ended(ctx, sk, newstate == STATE_ESTABLISHED);
 	} else if (newstate == STATE_CLOSE) {
-		forget_child(sk);
+		forget_child(sk);   /* and a connect that went SYN_SENT -> SYN_RECV */
 	} else if ((oldstate == STATE_ESTABLISHED && newstate == STATE_FIN_WAIT1) ||
 		   (oldstate == STATE_CLOSE_WAIT && newstate == STATE_LAST_ACK)) {
 		closing(ctx, (void *)sk);

@@ -108,3 +108,18 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
 def test_unaccepted_without_listener_owner(tmp_path):
     recs = make(tmp_path).unaccepted([unaccepted()], [])
     assert (recs[0]["pid"], recs[0]["comm"], recs[0]["process"]) == (None, None, None)
+
+
+def test_a_child_some_process_holds_was_accepted(tmp_path):
+    """Left in the kernel's maps but held by a process (it has a socket
+    inode): taken by an accept the probes missed, an `accept` of that
+    process without a thread, not `unaccepted`."""
+    fake_proc(tmp_path, 700, "squid", [b"squid", b"-N"])
+    b = make(tmp_path)
+    held = {("10.0.0.12", 3128, "10.0.0.20", 50312): (700,)}
+    recs = b.unaccepted([unaccepted(sport=3128, dport=50312), unaccepted(sport=3128, dport=50313)],
+                        [Listening("AF_INET6", "::", 3128, (700,))], held)
+    assert [(r["type"], r["pid"], r["tid"], r["process"], r["rport"]) for r in recs] == \
+        [("accept", 700, None, "squid", 50312), ("unaccepted", 700, None, "squid", 50313)]
+    assert recs[0]["v6only"] is False and "processes" not in recs[0]
+    assert b.summary(0, 0)["by_type"] == {"accept": 1, "unaccepted": 1}

@@ -78,7 +78,7 @@ def filter_options(f):
         click.option("-P", "--port", multiple=True, metavar="PORT[,PORT...]",
                      callback=_numbers(1, 65535, "a TCP port (1-65535)"),
                      help="Only these local or remote ports (repeatable; commas too: -P 80,443)."),
-        click.option("-c", "--comm", help="Only processes whose name contains this text."),
+        click.option("-c", "--comm", help="Only processes whose name, or whose thread's name, contains this text."),
         click.option("-4", "ipv4", is_flag=True,
                      help="Only IPv4 peers: AF_INET sockets and mapped peers of AF_INET6 sockets."),
         click.option("-6", "ipv6", is_flag=True, help="Only native IPv6 peers."),

@@ -98,13 +98,6 @@ class ProcessCache:
                 info = ProcessInfo(info.comm, cmdline, info.cgroup)
         self._procs[pid] = info
 
-    def comm(self, pid: int) -> str | None:
-        """The process name now (uncached)."""
-        try:
-            return (self.procfs / str(pid) / "comm").read_text().rstrip("\n")
-        except OSError:
-            return None
-
     def _read(self, pid: int) -> ProcessInfo:
         self.lookups += 1
         base = self.procfs / str(pid)

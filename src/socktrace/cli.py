@@ -218,6 +218,6 @@ def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, as_json, explain, netns_s
     if as_json:
         sys.stdout.write("".join(dumps(r) + "\n" for r in records))
     elif explain:
-        click.echo(snapshot_text.explain(snap, socks), nl=False)
+        click.echo(snapshot_text.explain(snap, socks, records), nl=False)
     else:
         click.echo(snapshot_text.format_table(snap, records), nl=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Tuple
@@ -62,6 +63,44 @@ def user_name(uid: int) -> str | None:
         return None
 
 
+def elf_section_names(f) -> set[str]:
+    """The section names of a 64-bit little-endian ELF file (x86-64,
+    arm64), read from its section header table; empty for anything else.
+    Two seeks and two reads: a one-section question needs no ELF library.
+
+    >>> import io
+    >>> elf_section_names(io.BytesIO(b"#!/bin/sh\\n"))
+    set()
+    """
+    head = f.read(64)
+    if len(head) < 64 or head[:6] != b"\x7fELF\x02\x01":
+        return set()
+    shoff, = struct.unpack_from("<Q", head, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+    if not shoff or shentsize < 64 or shstrndx >= shnum:
+        return set()
+    f.seek(shoff)
+    table = f.read(shentsize * shnum)
+    if len(table) < shentsize * shnum:
+        return set()
+    headers = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
+    _, _, _, _, stroff, strsize = headers[shstrndx]
+    f.seek(stroff)
+    strings = f.read(strsize)
+    return {strings[h[0]:strings.find(b"\0", h[0])].decode("latin-1") for h in headers}
+
+
+def is_go_program(pid: int, procfs: str = "/proc") -> bool:
+    """Whether the process runs a Go executable: Go's linker writes its
+    build information in a section of its own (`go version -m` reads it),
+    present in stripped binaries too.  https://pkg.go.dev/debug/buildinfo"""
+    try:
+        with open(f"{procfs}/{pid}/exe", "rb") as f:
+            return ".go.buildinfo" in elf_section_names(f)
+    except (OSError, struct.error):
+        return False
+
+
 class ProcessCache:
     """pid -> ProcessInfo, and uid -> user name, looked up once each."""
 
@@ -86,6 +125,11 @@ class ProcessCache:
 
     def forget(self, pid: int) -> None:
         self._procs.pop(pid, None)
+
+    def is_go(self, pid: int) -> bool:
+        """Whether `pid` runs a Go program (not cached: asked once per
+        dual-stack listener, at the summary)."""
+        return is_go_program(pid, str(self.procfs))
 
     def introduce(self, pid: int, args: bytes, truncated: bool) -> None:
         """Cache the command line the kernel read for `pid`."""

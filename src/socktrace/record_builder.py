@@ -23,15 +23,17 @@ import dataclasses
 from collections import Counter
 from typing import Iterator, Protocol
 
+from .advice import advise
 from .classify import came_through
 from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, Kind, ProcessArgs, decode, origin, \
     time_and_ports
 from .filters import Filter
 from .procinfo import NO_PROCESS, Endpoints, Listening, ProcessInfo
-from .records import ConnectionRecord, SummaryRecord, connection_record, owner, record_like, \
-    summary_record
+from .records import ConnectionRecord, DualStackSeen, SummaryRecord, connection_record, owner, \
+    record_like, summary_record
 
 CHUNK = 64
+SERVED = frozenset(("accept", "unaccepted"))   # through a listener
 ORIGINS_MAX = 65536
 # events whose record depends on nothing but the event and the process cache
 _COPYABLE = frozenset((EVENT_ACCEPT, EVENT_CONNECT))
@@ -44,6 +46,7 @@ class Processes(Protocol):
     def user(self, uid: int) -> str | None: ...
     def introduce(self, pid: int, args: bytes, truncated: bool) -> None: ...
     def forget(self, pid: int) -> None: ...
+    def is_go(self, pid: int) -> bool: ...
 
 
 class RecordBuilder:
@@ -71,6 +74,9 @@ class RecordBuilder:
         self.own_netns = own_netns
         self.counts: Counter[str] = Counter()   # records passed on, by type
         self.mapped = 0
+        # the dual-stack listeners that served IPv4: (process, cmdline,
+        # port) -> [first pid, mapped connections], for the summary's advice
+        self.dual_stack: dict[tuple[str | None, str | None, int], list[int]] = {}
         # events.origin(raw) -> the record of its last connection
         self._by_origin: dict[bytes, ConnectionRecord] = {}
 
@@ -147,14 +153,28 @@ class RecordBuilder:
         return records
 
     def summary(self, lost: int, unaccepted_untracked: int) -> SummaryRecord:
+        """The counts, and the advice for each dual-stack listener that
+        served IPv4 peers (asked now: whether its program is a Go one)."""
+        seen = [DualStackSeen(pid=pid, process=name, cmdline=cmdline, port=port, mapped=n,
+                              advice=advise(name, cmdline, port,
+                                            pid is not None and self.processes.is_go(pid)))
+                for (name, cmdline, port), (pid, n) in self.dual_stack.items()]
         return summary_record(sum(self.counts.values()), self.mapped, lost, unaccepted_untracked,
-                              dict(self.counts))
+                              dict(self.counts), seen)
 
     def _count(self, records: list[ConnectionRecord]) -> None:
         counts = self.counts
         for r in records:
             counts[r["type"]] += 1
-            self.mapped += r["mapped"]
+            if r["mapped"]:
+                self.mapped += 1
+                if r["type"] in SERVED:
+                    key = (r["process"], r["cmdline"], r["lport"])
+                    seen = self.dual_stack.get(key)
+                    if seen is None:
+                        self.dual_stack[key] = [r["pid"], 1]
+                    else:
+                        seen[1] += 1
 
     def _record(self, c: Connection) -> ConnectionRecord | None:
         """The record of `c`, or None when a userspace filter drops it."""

@@ -13,6 +13,7 @@ import time
 from functools import lru_cache
 from typing import Dict, List, Optional, TypedDict, Union
 
+from .advice import Advice
 from .events import Connection, Kind
 from .procinfo import ProcessInfo
 from . import snapshot
@@ -82,6 +83,7 @@ class _Socket(_Endpoints):
 
 class SocketRecord(_Socket, total=False):
     v6only: Optional[bool]             # listeners
+    advice: Advice                     # dual-stack listeners
     listener: _SocketListener          # accepted or queued connections
     queued: bool
 
@@ -100,6 +102,18 @@ class LostRecord(TypedDict):
     unaccepted_untracked: int
 
 
+class DualStackSeen(TypedDict):
+    """A dual-stack listener that served IPv4 peers while socktrace ran,
+    as the summary names it: its process (None: not known), its port and
+    the advice."""
+    pid: Optional[int]
+    process: Optional[str]
+    cmdline: Optional[str]
+    port: int
+    mapped: int
+    advice: Advice
+
+
 class SummaryRecord(TypedDict):
     type: str
     events: int
@@ -107,6 +121,7 @@ class SummaryRecord(TypedDict):
     lost: int
     unaccepted_untracked: int
     by_type: Dict[str, int]
+    dual_stack: List[DualStackSeen]
 
 
 Record = Union[ConnectionRecord, SocketRecord, ReadyRecord, LostRecord, SummaryRecord]
@@ -187,9 +202,11 @@ def lost_record(lost: int, pending_full: int) -> LostRecord:
 
 
 def summary_record(events: int, mapped: int, lost: int, pending_full: int,
-                   by_type: dict[str, int]) -> SummaryRecord:
+                   by_type: dict[str, int], dual_stack: list[DualStackSeen] | None = None
+                   ) -> SummaryRecord:
     return {"type": "summary", "events": events, "mapped": mapped, "lost": lost,
-            "unaccepted_untracked": pending_full, "by_type": by_type}
+            "unaccepted_untracked": pending_full, "by_type": by_type,
+            "dual_stack": dual_stack or []}
 
 
 def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketRecord:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from .advice import fixes_for
+from .advice import Advice, advise
 from .classify import protocol
 
 CONNECTION_TYPES = ("accept", "connect", "unaccepted", "connect_failed")
@@ -77,8 +77,10 @@ class Listener:
     last: str = ""
 
     @property
-    def fixes(self) -> list[str]:
-        return fixes_for(self.comm, self.cmdline, self.port)
+    def advice(self) -> Advice:
+        """From its name and command line: a log does not say whether the
+        program was a Go one."""
+        return advise(self.comm, self.cmdline, self.port)
 
 
 @dataclass
@@ -160,7 +162,7 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
             {"pid": l.pid, "comm": l.comm, "cmdline": l.cmdline, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
-             "first": l.first, "last": l.last, "fixes": l.fixes}
+             "first": l.first, "last": l.last, "advice": l.advice}
             for l in sorted(r.listeners.values(), key=lambda l: -l.mapped)],
         "mapped_clients": [
             {"pid": c.pid, "comm": c.comm, "cmdline": c.cmdline, "connects": c.by_type["connect"],

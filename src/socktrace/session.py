@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import snapshot as snapshot_mod
+from .advice import advise
 from .bcc_import import BccMissing, import_bcc
 from .filters import Filter
 from .kernel import compiler_memory
@@ -146,4 +147,10 @@ def take_snapshot(namespaces: list[str | None], flt: Filter
     except OSError as exc:
         raise SessionError(str(exc.strerror if exc.strerror else exc)) from None
     socks = [s for s in snap.sockets if flt.matches_socket(s)]
-    return snap, socks, [socket_record(s, cache.user(s.uid)) for s in socks]
+    records = [socket_record(s, cache.user(s.uid)) for s in socks]
+    for s, rec in zip(socks, records):
+        if s.dual_stack:
+            first = s.owners[0] if s.owners else None
+            rec["advice"] = advise(first.comm if first else None, first.cmdline if first else None,
+                                   s.lport, first is not None and cache.is_go(first.pid))
+    return snap, socks, records

@@ -4,22 +4,24 @@
 # The same tree serves as a chroot on this kernel (tests/distros) and, made
 # into a disk image, as the root of the test VM (tests/vm).
 #
-#   SUITE=... PACKAGES="..." [BACKPORTS="..."] [PROVISION=1] [VENV="..."] \
-#       build-rootfs.sh OUT
+#   SUITE=... PACKAGES="..." [BACKPORTS="..."] [APPS="..."] [PROVISION=1] \
+#       [VENV="..."] build-rootfs.sh OUT
 #
 # SUITE is what debootstrap is given (bullseye, bookworm, trixie, testing);
-# BACKPORTS come from SUITE-backports (trixie's 7.x kernel); PROVISION=1
+# BACKPORTS come from SUITE-backports (trixie's 7.x kernel); APPS are
+# servers installed by apt (its resolver, not debootstrap's) and never
+# started by their packages (tests/apps starts them); PROVISION=1
 # runs vagrant/provision.sh in the tree: the Vagrant box; VENV: Python
 # packages for /opt/socktrace-deps, the test VM's venv (it has no network).
 # Writes OUT/rootfs and, last, OUT/key.
 set -euo pipefail
 OUT=$(realpath -m "$1")
-: "${SUITE:?}" "${PACKAGES:?}" "${BACKPORTS:=}" "${PROVISION:=}" "${VENV:=}"
+: "${SUITE:?}" "${PACKAGES:?}" "${BACKPORTS:=}" "${APPS:=}" "${PROVISION:=}" "${VENV:=}"
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
 MIRROR=$("$HERE/debian-mirror.sh")
 KEY=$({ cat "$HERE/build-rootfs.sh" "$TOP/tests/vm/vm-init"
-        echo "$SUITE|$PACKAGES|$BACKPORTS|$PROVISION|$VENV"
+        echo "$SUITE|$PACKAGES|$BACKPORTS|$APPS|$PROVISION|$VENV"
         if [ -n "$PROVISION" ]; then cat "$TOP/vagrant/provision.sh" "$TOP"/vagrant/demo/*; fi
       } | sha256sum | cut -d' ' -f1)
 
@@ -63,6 +65,14 @@ if [ -n "$BACKPORTS" ]; then
     { in_root apt-get update -qq && in_root apt-get install -y -qq --no-install-recommends \
         -t "$SUITE-backports" $BACKPORTS; } > "$OUT/backports.log" 2>&1 \
         || { tail -20 "$OUT/backports.log"; exit 1; }
+fi
+if [ -n "$APPS" ]; then
+    # policy-rc.d: no package starts its service in the tree (or on this host)
+    printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"; chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
+    # shellcheck disable=SC2086
+    { in_root apt-get update -qq && in_root apt-get install -y -qq --no-install-recommends $APPS; } \
+        > "$OUT/apps.log" 2>&1 || { tail -20 "$OUT/apps.log"; exit 1; }
+    echo "rootfs $SUITE: apps installed $(($(date +%s) - t0)) s"
 fi
 if [ -n "$VENV" ]; then
     # shellcheck disable=SC2086

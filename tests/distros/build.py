@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TOP = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from matrix import Release, release  # noqa: E402
+from matrix import APPS, APPS_BASE, APPS_SUITE, Release, release  # noqa: E402
 
 CACHE = Path(os.environ.get("SOCKTRACE_MATRIX_CACHE", "/var/cache/socktrace-matrix"))
 
@@ -55,6 +55,14 @@ def build(rel: Release, image: bool = False) -> tuple[Path, str]:
     if image:
         said += _run([str(TOP / "tests/vm/build-image.sh"), str(out)])
     return out, said
+
+
+def build_apps() -> Path:
+    """The servers' userland (tests/apps): its root directory."""
+    out = CACHE / "apps"
+    _run([str(HERE / "build-rootfs.sh"), str(out)], env={
+        "SUITE": APPS_SUITE, "PACKAGES": " ".join(APPS_BASE), "APPS": " ".join(APPS)})
+    return out / "rootfs"
 
 
 if __name__ == "__main__":

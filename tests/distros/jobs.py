@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from build import CACHE, HERE, TOP, build
+from build import CACHE, HERE, TOP, build, build_apps
 from matrix import Kernel, Release
 
 WORKERS = 2
@@ -96,6 +96,10 @@ class Matrix:
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="matrix")
         self._closed = False
         self.futures: dict[tuple[str, ...], Future] = {}
+        # ("apps", "servers"): the servers' userland (tests/apps), first: a
+        # minute's build that tests on this machine wait for
+        for key in [k for k in want if k[0] == "apps"]:
+            self.futures[key] = self._pool.submit(build_apps)
         # releases with the most work after their build first
         order = sorted(releases, key=lambda r: -(2 * len(r.kernels) + r.provision))
         for rel in order:

@@ -126,3 +126,14 @@ def supported_systems() -> str:
         rows.append(f"| {name} | {r.python} | {r.bcc} | {r.libbpf} | {HOST_KERNEL} | "
                     "tracepoint (BTF), ring and perf buffer |")
     return "\n".join(rows) + "\n"
+
+
+# The servers of tests/apps (the application knowledge, apps.toml), from
+# Debian 12's packages, in one userland entered as a chroot on this kernel.
+# Never started by their packages (build-rootfs.sh's APPS); the tests start
+# each in the foreground.
+APPS_SUITE = "bookworm"
+APPS_BASE = ("iproute2", "procps", "ca-certificates")
+APPS = ("nginx", "apache2", "haproxy", "squid", "openssh-server", "openjdk-17-jdk-headless",
+        "nodejs", "gunicorn", "python3-uvicorn", "prometheus", "golang-go", "postgresql",
+        "redis-server", "samba", "docker.io")

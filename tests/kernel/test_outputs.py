@@ -256,6 +256,10 @@ def test_existing_connections_and_summary(run, mode):
         assert types[-1] == "summary" and types.count("summary") == 1, where
         s = recs[-1]
         assert {k: s[k] for k in want_summary} == want_summary, where
+        # the dual-stack listener that served them, with the advice for
+        # this program (a Python one)
+        assert [(d["pid"], d["port"], d["mapped"], d["advice"]["app"]) for d in s["dual_stack"]] == \
+            [(pid, port, 3, "python")], where
         assert s["unaccepted_untracked"] == 0 and "lost" not in types, where
     if len(outs) == 2:                     # the same records in both
         assert outs["stdout"] == outs["log"]
@@ -274,6 +278,8 @@ def test_existing_connections_and_summary(run, mode):
         assert "socktrace: tracing with probe mode " in err and "WARNING" not in err
         s = summary_line(r.err)
         assert s == {k: want_summary[k] for k in ("events", "by_type", "mapped", "lost")}
+        assert f"served 3 IPv4 connections on port {port} through a dual-stack AF_INET6 socket" in err
+        assert "  a Python program: socket.create_server(" in err and "  source: https://" in err
         if "log" in mode:
             # the log has the connection records the table has rows for,
             # times included, and the existing connection it lists

@@ -2,7 +2,6 @@ import gzip
 import json
 
 from socktrace.output.report_text import format_report
-from socktrace.advice import fixes_for
 from socktrace.report import BadLine, read_log, summarize, to_json
 
 
@@ -45,15 +44,6 @@ def test_summarize():
     assert set(k[1] for k in r.listeners) == {"java", "nginx"}      # sshd is plain AF_INET
     assert [c.comm for c in r.mapped_clients.values()] == ["python3"]
     assert r.processes[(10, "java", "java -jar backup.jar")].by_type["accept"] == 3
-
-
-def test_fixes_name_the_program():
-    java = fixes_for("java", "/usr/bin/java -jar x.jar", 4243)
-    assert "-Djava.net.preferIPv4Stack=true" in java[0]
-    assert any("IPV6_V6ONLY=1" in f for f in java)
-    assert any("net.ipv6.bindv6only" in f for f in java)
-    assert any("ipv6only=on" in f for f in fixes_for("nginx", "nginx: master", 80))
-    assert not any("java" in f for f in fixes_for("nginx", "nginx", 80))
 
 
 def test_read_log_reports_bad_lines_and_goes_on(tmp_path):
@@ -103,7 +93,8 @@ def test_json_report():
         "last": "2026-11-23T10:05:00Z"}
     java = j["dual_stack_listeners"][0]
     assert (java["pid"], java["comm"], java["ipv4_mapped"], java["ipv6"]) == (10, "java", 2, 1)
-    assert java["fixes"][0].startswith("start the JVM with -Djava.net.preferIPv4Stack=true")
+    assert (java["advice"]["app"], java["advice"]["change"]) == ("java", "-Djava.net.preferIPv4Stack=true")
+    assert "fix, in the JVM's options" in format_report(summarize(RECORDS), [])
     assert [(l["comm"], l["port"]) for l in j["dual_stack_listeners"]] == [("java", 4243), ("nginx", 8080)]
     assert j["mapped_clients"] == [{"pid": 30, "comm": "python3", "cmdline": "python3 c.py",
                                     "connects": 1, "first": "2026-11-23T10:00:00Z",

@@ -3,6 +3,7 @@
 import socket
 import struct
 
+from socktrace.advice import advise
 from socktrace.filters import Filter
 from socktrace.kernel.sockdiag import DiagSocket, _MSG, _NLMSGHDR, _RTA, parse
 from socktrace.output import snapshot_text
@@ -94,7 +95,11 @@ def test_rows():
 
 def test_explain():
     socks = classified()
-    text = explain(Snapshot(socks, 0), socks)
+    records = [socket_record(s, None) for s in socks]
+    for s, r in zip(socks, records):
+        if s.dual_stack:
+            r["advice"] = advise(s.owners[0].comm, s.owners[0].cmdline, s.lport)
+    text = explain(Snapshot(socks, 0), socks, records)
     assert text.startswith("100/java listens on [::]:4243 with a dual-stack AF_INET6 socket")
     assert "It carries 3 IPv4 and 1 IPv6 connections now (1 not yet accepted)." in text
     assert "-Djava.net.preferIPv4Stack=true" in text and "net.ipv6.bindv6only = 0 on this system" in text

@@ -113,9 +113,14 @@ def test_a_run_from_ready_to_summary(tmp_path):
                                 "offsets": "BTF", "buffer": "ring buffer"}
     assert [r["rport"] for r in sink.records] == [10, 11, 12, 1, 64702]
     assert probes.calls[-2:] == ["detach", "drain"]
-    assert sink.calls[-1][1] == {"type": "summary", "events": 5, "mapped": 5, "lost": 0,
-                                 "unaccepted_untracked": 0,
-                                 "by_type": {"accept": 4, "unaccepted": 1}}
+    summary = sink.calls[-1][1]
+    dual_stack = summary.pop("dual_stack")
+    assert summary == {"type": "summary", "events": 5, "mapped": 5, "lost": 0,
+                       "unaccepted_untracked": 0, "by_type": {"accept": 4, "unaccepted": 1}}
+    # the JVM's listener with the JVM's fix (its /proc says it is no Go
+    # program), and the queued connection's, whose owner is unknown
+    assert [(d["pid"], d["process"], d["port"], d["mapped"], d["advice"]["app"])
+            for d in dual_stack] == [(31307, "java", 4243, 4, "java"), (None, None, 8080, 1, None)]
 
 
 def test_unaccepted_reported_after_grace_listeners_listed_once_per_sweep(tmp_path):

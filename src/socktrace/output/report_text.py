@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..report import BadLine, Report
 from ..classify import endpoint
+from .advice_text import advice_lines
 from .escape import escape
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
@@ -41,8 +42,7 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
                 f"IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
-            for fix in l.fixes:
-                add(f"    fix: {fix}")
+            out += advice_lines(l.advice, "    ")
     else:
         add("No dual-stack listener served IPv4 peers through mapped addresses.")
 

@@ -3,10 +3,10 @@ and --explain."""
 
 from __future__ import annotations
 
-from ..advice import fixes_for
 from ..classify import endpoint, label
 from ..records import SocketRecord
 from ..snapshot import Snapshot, Sock
+from .advice_text import advice_lines
 from .escape import escape
 
 _ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
@@ -70,10 +70,11 @@ def _unseen(snap: Snapshot) -> list[str]:
     return [f"owners of {snap.hidden_sockets} sockets not visible{why}"]
 
 
-def explain(snap: Snapshot, socks: list[Sock]) -> str:
-    """For each dual-stack listener, in terms of its process."""
+def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> str:
+    """For each dual-stack listener, in terms of its process: the advice
+    its record carries (session.take_snapshot)."""
     out = []
-    for lst in [s for s in socks if s.dual_stack]:
+    for lst, rec in [(s, r) for s, r in zip(socks, records) if s.dual_stack]:
         carried = [s for s in snap.sockets if s.listener and s.netns == lst.netns
                    and (s.listener.laddr, s.listener.lport) == (lst.laddr, lst.lport)
                    and s.sock_family == "AF_INET6"]
@@ -93,8 +94,7 @@ def explain(snap: Snapshot, socks: list[Sock]) -> str:
             out.append("  net.ipv6.bindv6only = 0 on this system: that is the default for every "
                        "new AF_INET6 socket that does not set IPV6_V6ONLY itself.")
         out.append("  To make its IPv4 connections plain tcp:")
-        out += [f"    - {fix}" for fix in fixes_for(first.comm if first else None,
-                                                      first.cmdline if first else None, lst.lport)]
+        out += advice_lines(rec["advice"], "    ")
         out.append("")
     if not out:
         out.append("No dual-stack (IPV6_V6ONLY=0) listener here.")

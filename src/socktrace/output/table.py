@@ -18,6 +18,7 @@ from typing import TextIO
 
 from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
+from .advice_text import advice_lines
 from .escape import escape
 from . import snapshot_text
 
@@ -106,6 +107,11 @@ class TableSink:
         n = rec["events"]
         self.err.write(f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
                        f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost\n")
+        for seen in rec["dual_stack"]:
+            self.err.write(f"socktrace: {seen['pid'] or '?'}/{escape(seen['process'] or '?')} served "
+                           f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
+                           f"dual-stack AF_INET6 socket (tcp6 MAPPED)\n")
+            self.err.write("".join(line + "\n" for line in advice_lines(seen["advice"], "  ")))
         self.err.flush()
 
     def flush(self) -> None:

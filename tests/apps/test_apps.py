@@ -1,0 +1,415 @@
+"""Each application of apps.toml, from Debian's packages, against socktrace:
+
+1. in its stock configuration, and where that is not dual-stack in the
+   dual-stack one operators meet, IPv4 and IPv6 clients connect; socktrace
+   must classify each (MAPPED only through a dual-stack socket: never a
+   false alarm) and name the application's fix in `snapshot --explain`,
+   `snapshot --json`, `report` and the live summary;
+2. the fix is applied exactly as the advice words it (its `change` in
+   place of its `replaces`, or the flag), the server restarted: a new IPv4
+   connection must be plain tcp, and IPv6 served or refused as the entry's
+   `ipv6` says.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from helpers import SOCKTRACE, Socktrace
+from socktrace.advice import App, known_apps
+
+pytestmark = [pytest.mark.root, pytest.mark.matrix("apps", "servers")]
+
+APPS = {a.name: a for a in known_apps()}
+# the IPv4 address a fix that names one gets here (prometheus's ADDRESS)
+ADDRESS = "127.0.0.1"
+
+
+def fixed(app: App, text: str, port: int) -> str:
+    """`text` with the entry's change made exactly as the advice words it:
+    its `change` in place of its `replaces`."""
+    old, new = app.replaces.format(port=port), app.change.format(port=port)
+    assert text.count(old) == 1, f"{app.name}: {old!r} not once in {text!r}"
+    return text.replace(old, new)
+
+
+def connect(host: str, port: int) -> int | None:
+    """A client's connection: its local port, or None when refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(10)
+        try:
+            s.connect((host, port))
+        except ConnectionRefusedError:
+            return None
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> list[str]:
+    """`ss` on this host's listeners of `port` (the servers share its
+    network namespace)."""
+    out = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def wait_listening(root, proc, port: int, sockets: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(listening(port)) < sockets:
+        assert proc.poll() is None, f"the server exited {proc.returncode}:\n{root.log_of(proc)}"
+        assert time.monotonic() < deadline, f"not listening on {port}:\n{root.log_of(proc)}"
+        time.sleep(0.1)
+
+
+@dataclass
+class Trial:
+    """What socktrace said about one run of a server."""
+    accepts: dict[str, dict | None]          # "ipv4"/"ipv6" -> its accept record (None: refused)
+    summary: dict
+    explain: str
+    listeners: list[dict]                    # snapshot --json LISTEN records of the port
+    report: dict
+    records: list[dict] = field(default_factory=list)
+
+
+def trial(root, start: Callable[[], subprocess.Popen], port: int, sockets: int = 1) -> Trial:
+    """socktrace live (-P port), the server, one IPv4 and one IPv6 client,
+    snapshot --explain and --json while it runs, report on the records."""
+    assert not listening(port), f"port {port} is taken on this machine: {listening(port)}"
+    st = Socktrace("-P", str(port))
+    proc = start()
+    try:
+        wait_listening(root, proc, port, sockets)
+        clients = {"ipv4": connect("127.0.0.1", port), "ipv6": connect("::1", port)}
+        accepts = {}
+        for family, cport in clients.items():
+            accepts[family] = None if cport is None else st.wait_for(
+                lambda r, c=cport: r["type"] == "accept" and r["rport"] == c)[0]
+        explain = run_socktrace("snapshot", "--explain", "-P", str(port))
+        listeners = [json.loads(line) for line in
+                     run_socktrace("snapshot", "--json", "-P", str(port)).splitlines()]
+        listeners = [r for r in listeners if r["state"] == "LISTEN"]
+    finally:
+        assert st.stop() == 0, st.stderr
+        root.stop(proc)
+    records = st.records
+    log = root.scratch / "trace.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = json.loads(run_socktrace("report", "--json", str(log)))
+    return Trial(accepts, next(r for r in records if r["type"] == "summary"), explain, listeners,
+                 report, records)
+
+
+def run_socktrace(*args: str) -> str:
+    r = subprocess.run([SOCKTRACE, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"socktrace {' '.join(args)}: {r.returncode}\n{r.stderr}"
+    return r.stdout
+
+
+def assert_dual_stack(t: Trial, app: App, process: str, port: int, in_report: bool = True) -> None:
+    """IPv4 came MAPPED through the AF_INET6 socket, IPv6 native; every
+    output names the application's fix, worded for the port."""
+    v4, v6 = t.accepts["ipv4"], t.accepts["ipv6"]
+    assert v4 is not None and v6 is not None, t.accepts
+    assert (v4["sock_family"], v4["mapped"], v4["v6only"], v4["laddr"], v4["process"]) == \
+        ("AF_INET6", True, False, "127.0.0.1", process)
+    assert (v6["sock_family"], v6["mapped"], v6["laddr"]) == ("AF_INET6", False, "::1")
+    change = app.change.format(port=port)
+    assert f"{app.title}: " in t.explain and all(line in t.explain for line in change.splitlines()), t.explain
+    assert [r["advice"]["app"] for r in t.listeners if r["sock_family"] == "AF_INET6"] == [app.name]
+    assert [(d["port"], d["process"], d["mapped"], d["advice"]["app"], d["advice"]["change"])
+            for d in t.summary["dual_stack"]] == [(port, process, 1, app.name, change)]
+    listeners = t.report["dual_stack_listeners"]
+    assert [(l["port"], l["ipv4_mapped"]) for l in listeners] == [(port, 1)]
+    if in_report:   # a log does not say whether a program was a Go one
+        assert listeners[0]["advice"]["app"] == app.name
+
+
+def assert_plain(t: Trial, port: int, ipv6: str) -> None:
+    """IPv4 on a plain AF_INET socket; IPv6 on a separate socket ("kept")
+    or refused ("lost"); nothing dual-stack anywhere."""
+    v4, v6 = t.accepts["ipv4"], t.accepts["ipv6"]
+    assert v4 is not None and (v4["sock_family"], v4["mapped"], v4["laddr"]) == \
+        ("AF_INET", False, "127.0.0.1"), v4
+    if ipv6 == "kept":
+        assert v6 is not None and (v6["sock_family"], v6["mapped"], v6["v6only"]) == \
+            ("AF_INET6", False, True), v6
+    else:
+        assert v6 is None, f"IPv6 still served: {v6}"
+    assert t.summary["mapped"] == 0 and t.summary["dual_stack"] == []
+    assert "No dual-stack (IPV6_V6ONLY=0) listener here." in t.explain
+    assert not any(r.get("v6only") is False for r in t.listeners), t.listeners
+    assert t.report["dual_stack_listeners"] == []
+
+
+def assert_separate(t: Trial, port: int) -> None:
+    """An application that opens one socket per family: both served, neither MAPPED."""
+    assert_plain(t, port, "kept")
+
+
+# ---------------------------------------------------------------- the servers
+
+def test_nginx(root):
+    """Stock: 'listen 80' and 'listen [::]:80', two sockets.  The dual-stack
+    configuration operators meet: 'listen [::]:80 ipv6only=off'."""
+    app, port = APPS["nginx"], 80
+    site = "/etc/nginx/sites-enabled/default"
+    start = lambda: root.start("nginx", "-g", "daemon off;")   # noqa: E731
+    assert_separate(trial(root, start, port, sockets=2), port)
+    root.edit(site, "\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n",
+              "\tlisten [::]:80 ipv6only=off;\n")
+    assert_dual_stack(trial(root, start, port), app, "nginx", port)
+    text = root.path(site).read_text()
+    root.path(site).write_text(fixed(app, text, port))
+    root.run("nginx", "-t")
+    assert_plain(trial(root, start, port, sockets=2), port, app.ipv6)
+
+
+def test_apache(root):
+    """Stock Debian: 'Listen 80', one dual-stack socket."""
+    app, port = APPS["apache"], 80
+    start = lambda: root.start("sh", "-c", ". /etc/apache2/envvars && mkdir -p \"$APACHE_RUN_DIR\" "   # noqa: E731
+                               "\"$APACHE_LOCK_DIR\" \"$APACHE_LOG_DIR\" && exec apache2 -DFOREGROUND")
+    assert_dual_stack(trial(root, start, port), app, "apache2", port)
+    conf = "/etc/apache2/ports.conf"
+    root.path(conf).write_text(fixed(app, root.path(conf).read_text(), port))
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_haproxy(root):
+    """Debian's haproxy.cfg has no frontend: the one operators write, 'bind :::8080'."""
+    app, port = APPS["haproxy"], 8080
+    cfg = "/etc/haproxy/haproxy.cfg"
+    with open(root.path(cfg), "a") as f:
+        f.write(f"\nfrontend web\n    bind :::{port}\n    default_backend none\n\n"
+                "backend none\n    server nothing 127.0.0.1:9\n")
+    root.run("mkdir", "-p", "/run/haproxy")   # the unit's RuntimeDirectory, for its admin socket
+    start = lambda: root.start("haproxy", "-db", "-f", cfg)   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "haproxy", port)
+    root.path(cfg).write_text(fixed(app, root.path(cfg).read_text(), port))
+    root.run("haproxy", "-c", "-f", cfg)
+    assert_plain(trial(root, start, port, sockets=2), port, app.ipv6)
+
+
+def test_squid(root):
+    """Stock Debian: 'http_port 3128', one dual-stack socket."""
+    app, port = APPS["squid"], 3128
+    conf = "/etc/squid/squid.conf"
+    root.run("sh", "-c", "mkdir -p /run/squid && chown proxy:proxy /run/squid")
+    start = lambda: root.start("squid", "-N", "-f", conf)   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "squid", port)
+    root.path(conf).write_text(fixed(app, root.path(conf).read_text(), port))
+    root.run("squid", "-k", "parse", "-f", conf)
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_sshd(root):
+    """Stock: no ListenAddress, AddressFamily any: 0.0.0.0 and :: apart."""
+    root.run("mkdir", "-p", "/run/sshd")
+    assert_separate(trial(root, lambda: root.start("/usr/sbin/sshd", "-D"), 22, sockets=2), 22)
+
+
+JAVA_SERVER = """import java.net.*;
+public class Server {
+    public static void main(String[] args) throws Exception {
+        ServerSocket server = new ServerSocket(Integer.parseInt(args[0]));
+        while (true) server.accept().close();
+    }
+}
+"""
+
+
+def test_java(root):
+    """A ServerSocket, as any JVM server opens it: dual-stack.  The fix as
+    the drop-in gives it (JAVA_TOOL_OPTIONS); preferIPv6Addresses is no fix."""
+    app, port = APPS["java"], 8080
+    root.path("/srv/Server.java").write_text(JAVA_SERVER)
+    root.run("javac", "-d", "/srv", "/srv/Server.java")
+
+    def start(options: str = ""):
+        return lambda: root.start("java", "-cp", "/srv", "Server", str(port),
+                                  env={"JAVA_TOOL_OPTIONS": options} if options else None)
+    assert_dual_stack(trial(root, start(), port), app, "java", port)
+    assert_dual_stack(trial(root, start("-Djava.net.preferIPv6Addresses=true"), port), app, "java", port)
+    assert_plain(trial(root, start(app.change), port), port, app.ipv6)
+
+
+NODE_SERVER = """const http = require('http');
+const server = http.createServer((req, res) => res.end('ok'));
+server.listen({port});
+"""
+
+
+def test_node(root):
+    app, port = APPS["node"], 3000
+    root.path("/srv/app.js").write_text(NODE_SERVER.replace("{port}", str(port)))
+    start = lambda: root.start("node", "/srv/app.js")   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "node", port)
+    root.path("/srv/app.js").write_text(fixed(app, root.path("/srv/app.js").read_text(), port))
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+WSGI_ASGI = """def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+async def asgi(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def test_gunicorn(root):
+    app, port = APPS["gunicorn"], 8000
+    root.path("/srv/web.py").write_text(WSGI_ASGI)
+    command = f"gunicorn --bind [::]:{port} --chdir /srv web:app"
+    start = lambda: root.start(*shlex.split(command))   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "gunicorn", port)
+    command = fixed(app, command, port)
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_uvicorn(root):
+    """'--host ::' is IPv6 only (asyncio sets IPV6_V6ONLY): IPv4 is refused,
+    nothing is MAPPED; '--host 0.0.0.0' is plain IPv4."""
+    port = 8000
+    root.path("/srv/web.py").write_text(WSGI_ASGI)
+
+    def start(host: str):
+        return lambda: root.start("python3", "-m", "uvicorn", "--host", host, "--port", str(port),
+                                  "--app-dir", "/srv", "web:asgi")
+    t = trial(root, start("::"), port)
+    assert t.accepts["ipv4"] is None and t.accepts["ipv6"]["v6only"] is True
+    assert t.summary["mapped"] == 0 and t.summary["dual_stack"] == []
+    assert_plain(trial(root, start("0.0.0.0"), port), port, "lost")
+
+
+def test_python_http_server(root):
+    app, port = APPS["python-http.server"], 8000
+    command = f"python3 -m http.server --bind :: {port}"
+    start = lambda: root.start(*shlex.split(command))   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "python3", port)
+    command = fixed(app, command, port)
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+PYTHON_SERVER = """import socket
+
+server = socket.create_server(('', {port}), family=socket.AF_INET6, dualstack_ipv6=True)
+while True:
+    server.accept()[0].close()
+"""
+
+
+def test_python(root):
+    app, port = APPS["python"], 8000
+    root.path("/srv/serve.py").write_text(PYTHON_SERVER.replace("{port}", str(port)))
+    start = lambda: root.start("python3", "/srv/serve.py")   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "python3", port)
+    root.path("/srv/serve.py").write_text(fixed(app, root.path("/srv/serve.py").read_text(), port))
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_prometheus(root):
+    """Stock ':9090' and the '0.0.0.0:9090' operators try first are both
+    dual-stack (Go); one IPv4 address is the fix."""
+    app, port = APPS["prometheus"], 9090
+
+    def start(*flags: str):
+        return lambda: root.start("prometheus", "--config.file=/etc/prometheus/prometheus.yml",
+                                  "--storage.tsdb.path=/tmp/prometheus", *flags)
+    assert_dual_stack(trial(root, start(), port), app, "prometheus", port)
+    assert_dual_stack(trial(root, start(f"--web.listen-address=0.0.0.0:{port}"), port),
+                      app, "prometheus", port)
+    flag = app.change.format(port=port).replace("ADDRESS", ADDRESS)
+    assert_plain(trial(root, start(flag), port), port, app.ipv6)
+
+
+GO_SERVER = """package main
+
+import "net"
+
+func main() {
+	server, err := net.Listen("tcp", ":{port}")
+	if err != nil {
+		panic(err)
+	}
+	for {
+		if c, err := server.Accept(); err == nil {
+			c.Close()
+		}
+	}
+}
+"""
+
+
+def test_go(root):
+    """A plain Go program, recognised as one from its executable alone."""
+    app, port = APPS["go"], 8080
+
+    def build(source: str):
+        root.path("/srv/main.go").write_text(source)
+        root.run("env", "GOCACHE=/tmp/go-cache", "GOPATH=/tmp/go", "go", "build", "-o", "/srv/goserver",
+                 "/srv/main.go")
+    build(GO_SERVER.replace("{port}", str(port)))
+    start = lambda: root.start("/srv/goserver")   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, "goserver", port, in_report=False)
+    build(fixed(app, root.path("/srv/main.go").read_text(), port))
+    assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_docker_proxy(root):
+    """A published port as dockerd starts its proxies: one per family (fd 3
+    is the pipe it reports readiness on)."""
+    port = 8081
+
+    def proxy(host_ip: str):
+        return root.start("sh", "-c", f"exec docker-proxy -proto tcp -host-ip {host_ip} -host-port {port} "
+                          f"-container-ip 127.0.0.1 -container-port 9 3>/tmp/ready-{host_ip}")
+
+    def start():
+        first = proxy("0.0.0.0")
+        wait_listening(root, first, port, 1)
+        proxy("::")
+        return first
+    assert_separate(trial(root, start, port, sockets=2), port)
+
+
+def test_postgresql(root):
+    """Stock: listen_addresses 'localhost'; then '*', which operators set."""
+    port = 5432
+    conf = "/etc/postgresql/15/main/postgresql.conf"
+    root.run("sh", "-c", "mkdir -p /run/postgresql && chown postgres:postgres /run/postgresql")
+
+    def start():
+        return root.start("su", "postgres", "-s", "/bin/sh", "-c",
+                          f"exec /usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main "
+                          f"-c config_file={conf}")
+    assert_separate(trial(root, start, port, sockets=2), port)
+    root.edit(conf, "#listen_addresses = 'localhost'", "listen_addresses = '*'")
+    assert_separate(trial(root, start, port, sockets=2), port)
+
+
+def test_redis(root):
+    """Stock: 'bind 127.0.0.1 -::1'; then 'bind * -::*', which operators set."""
+    port = 6379
+    conf = "/etc/redis/redis.conf"
+    start = lambda: root.start("redis-server", conf, "--daemonize", "no")   # noqa: E731
+    assert_separate(trial(root, start, port, sockets=2), port)
+    root.edit(conf, "\nbind 127.0.0.1 -::1\n", "\nbind * -::*\n")
+    assert_separate(trial(root, start, port, sockets=2), port)
+
+
+def test_samba(root):
+    """Stock smb.conf: smbd on 445 (and 139) for both families, apart."""
+    root.run("mkdir", "-p", "/run/samba")
+    start = lambda: root.start("smbd", "--foreground", "--no-process-group")   # noqa: E731
+    assert_separate(trial(root, start, 445, sockets=2), 445)

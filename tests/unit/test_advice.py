@@ -1,0 +1,79 @@
+"""The application knowledge (apps.toml) and the advice worded from it."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from socktrace.advice import AppsFileError, advise, known_apps, load_apps, recognise
+from socktrace.output.advice_text import advice_lines
+
+TOP = Path(__file__).resolve().parents[2]
+
+# what issue 13 asks the knowledge to cover, by entry name
+REQUIRED = {"nginx", "apache", "haproxy", "squid", "sshd", "java", "node", "gunicorn", "uvicorn",
+            "python", "go", "postgresql", "redis", "samba", "docker-proxy"}
+
+
+def test_every_application_asked_for_has_an_entry():
+    assert REQUIRED <= {a.name for a in known_apps()}
+    assert len({a.name for a in known_apps()}) == len(known_apps())
+
+
+@pytest.mark.parametrize("app", known_apps(), ids=lambda a: a.name)
+def test_every_entry_is_tested_or_says_why_not(app):
+    """tested_by names a test function that exists in that file; an
+    untested entry gives a reason; every entry cites a web page."""
+    assert app.source.startswith(("https://", "http://"))
+    if app.untested:
+        assert not app.tested_by and len(app.untested) > 20
+        return
+    path, func = app.tested_by.split("::")
+    assert re.search(rf"^def {re.escape(func)}\(", (TOP / path).read_text(), re.M), app.tested_by
+
+
+@pytest.mark.parametrize("app", [a for a in known_apps() if not a.separate], ids=lambda a: a.name)
+def test_the_advice_is_worded_for_the_port(app):
+    cmdline = {"python-http.server": "python3 -m http.server --bind ::"}.get(app.name, "x")
+    a = advise((app.process or ("x",))[0], cmdline, 8123, go=app.go)
+    assert a["app"] == app.name
+    assert "{port}" not in "".join(v for v in a.values() if isinstance(v, str))
+
+
+def test_recognition_by_name_executable_command_line_or_go():
+    assert recognise("squid", "/usr/sbin/squid -sYC").name == "squid"
+    assert recognise("apache2", "/usr/sbin/apache2 -k start").name == "apache"
+    assert recognise("C2 CompilerThre", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java -jar x.jar").name == "java"
+    assert recognise("python3", "/usr/bin/python3 -m http.server --bind ::").name == "python-http.server"
+    assert recognise("python3", "/usr/bin/python3 -m uvicorn app:app").name == "uvicorn"
+    assert recognise("python3.11", "python3.11 serve.py").name == "python"
+    assert recognise("prometheus", "/usr/bin/prometheus", go=True).name == "prometheus"
+    assert recognise("node", "node server.js").name == "node"
+    assert recognise("javac", "javac X.java") is None
+
+
+def test_unknown_program_gets_the_generic_advice_in_its_own_name_escaped():
+    a = advise("evil\x1b[2J", "./evil", 7000)
+    assert a["app"] is None and "0.0.0.0:7000" in a["change"] and "bindv6only" in a["apply"]
+    text = "\n".join(advice_lines(a))
+    assert "\x1b" not in text and "evil\\x1b[2J" in text
+
+
+def test_an_application_with_separate_sockets_says_so_and_falls_back():
+    a = advise("sshd", "sshd: /usr/sbin/sshd -D", 22)
+    assert a["separate"] and "IPV6_V6ONLY" in a["dual_stack"] and "0.0.0.0:22" in a["change"]
+    assert "expected separate IPv4 and IPv6 sockets" in "\n".join(advice_lines(a))
+
+
+@pytest.mark.parametrize("text, error", [
+    ('[[app]]\nname = "x"\ncolour = "red"\n', "unknown fields colour"),
+    ('[[app]]\nname = "x"\ntitle = "x"\n', "missing"),
+    ('[[app]]\nname="x"\ntitle="x"\ndual_stack=""\nwhere=""\ntradeoff=""\nsource=""\n'
+     'tested_by="t"\n', "a change and ipv6"),
+    ('[[app]]\nname="x"\ntitle="x"\ndual_stack=""\nwhere=""\ntradeoff=""\nsource=""\n'
+     'separate=true\n', "tested_by or untested"),
+    ('[[app]\n', "apps.toml:"),
+])
+def test_a_bad_entry_is_named(text, error):
+    with pytest.raises(AppsFileError, match=error):
+        load_apps(text)

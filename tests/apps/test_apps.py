@@ -9,24 +9,43 @@
    place of its `replaces`, or the flag), the server restarted: a new IPv4
    connection must be plain tcp, and IPv6 served or refused as the entry's
    `ipv6` says.
+
+The servers run in their own userland (tests/distros/build.py build_apps,
+built in the background with the matrix's jobs), entered as a chroot on
+this kernel and in this network namespace (approot.py).  No conftest.py
+here: --doctest-modules would import it under the name of tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from helpers import SOCKTRACE, Socktrace
-from socktrace.advice import App, known_apps
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
+from approot import AppRoot  # noqa: E402
+from helpers import SOCKTRACE, Socktrace  # noqa: E402
+from socktrace.advice import App, known_apps  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.matrix("apps", "servers")]
+
+
+@pytest.fixture
+def root(matrix):
+    assert os.geteuid() == 0, "the application tests load BPF programs: run them as root (make test)"
+    r = AppRoot(matrix.futures[("apps", "servers")].result())
+    yield r
+    r.close()
+
 
 APPS = {a.name: a for a in known_apps()}
 # the IPv4 address a fix that names one gets here (prometheus's ADDRESS)

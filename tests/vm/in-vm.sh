@@ -60,6 +60,21 @@ live() {  # the host's live-tracer tests, unchanged, on this kernel
     echo "SOCKTRACE-VM-END live rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
+# the LISTEN record's advice (socktrace snapshot --json on stdin) applied to
+# the file $1 exactly as worded: its `change` in place of its `replaces`
+apply-advice() {
+    $PY -c '
+import json, sys
+path = sys.argv[1]
+advice = next(r["advice"] for r in map(json.loads, sys.stdin) if "advice" in r)
+text = open(path).read()
+assert text.count(advice["replaces"]) == 1, (advice["replaces"], text)
+open(path, "w").write(text.replace(advice["replaces"], advice["change"]))
+print("$ sudoedit " + path + "   # the advice: in place of " + repr(advice["replaces"]) + ", "
+      + repr(advice["change"]))
+' "$1"
+}
+
 demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo "SOCKTRACE-VM-BEGIN demo"
     start=$(cut -d' ' -f1 /proc/uptime)
@@ -79,6 +94,19 @@ demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo '$ sudo socktrace snapshot --explain -P 4243'; socktrace snapshot --explain -P 4243
     echo '$ sudo netstat -tupn'; netstat -tupn
     echo '$ sudo ss -tanp'; ss -tanp
+    # the fix for nginx on 8080, as the advice words it, then the proof
+    echo '$ sudo socktrace snapshot --explain -P 8080'; socktrace snapshot --explain -P 8080
+    socktrace snapshot --json -P 8080 | apply-advice /etc/nginx/sites-enabled/socktrace-demo.conf
+    echo '$ sudo nginx -t && sudo nginx -s reload'; nginx -t 2>&1 && nginx -s reload; sleep 1
+    socktrace -P 8080 > /tmp/after.txt 2>/tmp/after.err &
+    tracer=$!
+    for i in $(seq 300); do grep -q "Ctrl-C to stop" /tmp/after.err && break; sleep 1; done
+    echo '$ curl -s http://127.0.0.1:8080/; curl -s "http://[::1]:8080/"'
+    curl -s http://127.0.0.1:8080/; curl -s "http://[::1]:8080/"
+    sleep 2
+    kill -INT $tracer; wait $tracer
+    echo '$ sudo socktrace -P 8080   # in another terminal, while curl ran'
+    cat /tmp/after.err /tmp/after.txt
     echo "SOCKTRACE-VM-END demo rc=0 seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 

@@ -98,3 +98,10 @@ def test_demo_shows_the_puzzle_and_the_answer(matrix, rel, kernel):
     assert re.search(r"tcp6 +0 +0 127\.0\.0\.1:4243 +127\.0\.0\.1:\d+ +ESTABLISHED \d+/java", out)
     assert re.search(r"tcp6 MAPPED 127\.0\.0\.1:4243 .* ESTABLISHED \d+/java +via \[::\]:4243 v6only=0", out)
     assert "-Djava.net.preferIPv4Stack=true" in out
+    # nginx on 8080: the advice, applied as worded; then IPv4 is plain tcp
+    # and IPv6 still served, on its own IPV6_V6ONLY socket
+    after = out.split("$ sudo socktrace snapshot --explain -P 8080", 1)[1]
+    assert "    nginx: a 'listen [::]:PORT ipv6only=off;'" in after and "        listen 8080;" in after
+    assert re.search(r"accept +\d+/nginx +127\.0\.0\.1:8080 .* tcp +-", after), after
+    assert re.search(r"accept +\d+/nginx +\[::1\]:8080 .* tcp6 +1", after), after
+    assert "0 IPv4 over AF_INET6 (MAPPED)" in after

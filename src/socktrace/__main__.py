@@ -7,6 +7,7 @@ import signal
 import sys
 
 from . import __version__
+from .advice import AppsFileError
 from .kernel.sources import SourcesMissing
 from .signals import Flag, set_on
 
@@ -19,7 +20,7 @@ def run() -> None:
         from .cli import main
         from .session import App
         main(prog_name="socktrace", obj=App(stop=stop))
-    except SourcesMissing as exc:
+    except (SourcesMissing, AppsFileError) as exc:
         sys.stderr.write(f"Error: {exc}\n")
         sys.exit(1)
     except Exception as exc:

@@ -97,7 +97,12 @@ def load_apps(text: str) -> tuple[App, ...]:
 @functools.lru_cache(maxsize=None)
 def known_apps() -> tuple[App, ...]:
     """The entries of the apps.toml shipped with socktrace."""
-    return load_apps((resources.files("socktrace") / "apps.toml").read_text(encoding="utf-8"))
+    path = resources.files("socktrace") / "apps.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AppsFileError(f"cannot read {path} ({exc}): reinstall socktrace") from None
+    return load_apps(text)
 
 
 def recognise(name: str | None, cmdline: str | None, go: bool = False,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import snapshot as snapshot_mod
-from .advice import advise
+from .advice import AppsFileError, advise, known_apps
 from .bcc_import import BccMissing, import_bcc
 from .filters import Filter
 from .kernel import compiler_memory
@@ -73,6 +73,10 @@ def trace(app: App) -> None:
     if os.geteuid() != 0:
         raise SessionError("socktrace needs root to load BPF programs: run it with sudo")
     set_on(app.reopen, signal.SIGHUP)
+    try:
+        known_apps()   # read now: the summary at exit needs it, and a broken file fails first
+    except AppsFileError as exc:
+        raise SessionError(str(exc)) from None
     try:
         # the log file first: a path that cannot be written fails before
         # anything is loaded into the kernel

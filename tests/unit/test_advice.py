@@ -77,3 +77,36 @@ def test_an_application_with_separate_sockets_says_so_and_falls_back():
 def test_a_bad_entry_is_named(text, error):
     with pytest.raises(AppsFileError, match=error):
         load_apps(text)
+
+
+def readme_table() -> str:
+    """The README's table of the applications, from apps.toml."""
+    rows = ["| application | dual-stack when | the change socktrace advises | IPv6 afterwards | proven by |",
+            "| --- | --- | --- | --- | --- |"]
+    for a in known_apps():
+        change = "none needed: one socket per family" if a.separate else \
+            "`" + a.change.format(port="PORT").replace("\n", "` + `") + "`" + \
+            (f" in place of `{a.replaces.format(port='PORT')}`" if a.replaces else "")
+        ipv6 = "-" if a.separate else a.ipv6
+        proof = f"`{a.tested_by.split('::')[1]}`" if a.tested_by else f"untested: {a.untested}"
+        rows.append(f"| [{a.title}]({a.source}) | {a.dual_stack.format(port='PORT')} | {change} | "
+                    f"{ipv6} | {proof} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_readme_lists_the_knowledge_as_apps_toml_has_it():
+    assert readme_table() in (TOP / "README.md").read_text(), "README: paste\n" + readme_table()
+
+
+def test_a_missing_or_broken_shipped_file_is_one_reason(tmp_path, monkeypatch):
+    import socktrace.advice as advice
+    monkeypatch.setattr(advice.resources, "files", lambda _: tmp_path)
+    advice.known_apps.cache_clear()
+    try:
+        with pytest.raises(AppsFileError, match="cannot read .*apps.toml.*reinstall socktrace"):
+            advice.known_apps()
+        (tmp_path / "apps.toml").write_text('[[app]]\nname = "x"\n')
+        with pytest.raises(AppsFileError, match="entry 1 .x.: .*missing"):
+            advice.known_apps()
+    finally:
+        advice.known_apps.cache_clear()

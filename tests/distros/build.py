@@ -26,16 +26,31 @@ class BuildError(Exception):
     pass
 
 
-def venv_packages() -> str:
-    """The project's dependencies and test extras (pyproject.toml), for the
-    test VM's venv."""
+def venv_packages(python: str) -> str:
+    """The project's dependencies and test extras (pyproject.toml) that
+    apply to a release's Python ("3.9"), for its test VM's venv: markers
+    evaluated here (pip gets words, not quoted requirements).
+
+    >>> "tomli" in venv_packages("3.9"), "tomli" in venv_packages("3.11")
+    (True, False)
+    """
     try:
         import tomllib
     except ImportError:  # Python < 3.11: pip's vendored copy of the same parser
         from pip._vendor import tomli as tomllib
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        from pip._vendor.packaging.requirements import Requirement
     with open(TOP / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
-    return " ".join(project["dependencies"] + project["optional-dependencies"]["test"])
+    wanted = []
+    for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"python_version": python}):
+            req.marker = None
+            wanted.append(str(req))
+    return " ".join(wanted)
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
@@ -51,7 +66,7 @@ def build(rel: Release, image: bool = False) -> tuple[Path, str]:
     said = _run([str(HERE / "build-rootfs.sh"), str(out)], env={
         "SUITE": rel.suite, "PACKAGES": " ".join(rel.packages),
         "BACKPORTS": " ".join(rel.backports), "PROVISION": "1" if rel.provision else "",
-        "VENV": venv_packages() if rel.kernels else ""})
+        "VENV": venv_packages(rel.python) if rel.kernels else ""})
     if image:
         said += _run([str(TOP / "tests/vm/build-image.sh"), str(out)])
     return out, said

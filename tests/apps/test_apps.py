@@ -60,6 +60,12 @@ def fixed(app: App, text: str, port: int) -> str:
     return text.replace(old, new)
 
 
+def apply_fix(root, app: App, inside: str, port: int) -> None:
+    """The entry's change made in the file `inside` the servers' tree."""
+    path = root.path(inside)
+    path.write_text(fixed(app, path.read_text(), port))
+
+
 def connect(host: str, port: int) -> int | None:
     """A client's connection: its local port, or None when refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -185,8 +191,7 @@ def test_nginx(root):
     root.edit(site, "\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n",
               "\tlisten [::]:80 ipv6only=off;\n")
     assert_dual_stack(trial(root, start, port), app, "nginx", port)
-    text = root.path(site).read_text()
-    root.path(site).write_text(fixed(app, text, port))
+    apply_fix(root, app, site, port)
     root.run("nginx", "-t")
     assert_plain(trial(root, start, port, sockets=2), port, app.ipv6)
 
@@ -198,7 +203,7 @@ def test_apache(root):
                                "\"$APACHE_LOCK_DIR\" \"$APACHE_LOG_DIR\" && exec apache2 -DFOREGROUND")
     assert_dual_stack(trial(root, start, port), app, "apache2", port)
     conf = "/etc/apache2/ports.conf"
-    root.path(conf).write_text(fixed(app, root.path(conf).read_text(), port))
+    apply_fix(root, app, conf, port)
     assert_plain(trial(root, start, port), port, app.ipv6)
 
 
@@ -212,7 +217,7 @@ def test_haproxy(root):
     root.run("mkdir", "-p", "/run/haproxy")   # the unit's RuntimeDirectory, for its admin socket
     start = lambda: root.start("haproxy", "-db", "-f", cfg)   # noqa: E731
     assert_dual_stack(trial(root, start, port), app, "haproxy", port)
-    root.path(cfg).write_text(fixed(app, root.path(cfg).read_text(), port))
+    apply_fix(root, app, cfg, port)
     root.run("haproxy", "-c", "-f", cfg)
     assert_plain(trial(root, start, port, sockets=2), port, app.ipv6)
 
@@ -224,7 +229,7 @@ def test_squid(root):
     root.run("sh", "-c", "mkdir -p /run/squid && chown proxy:proxy /run/squid")
     start = lambda: root.start("squid", "-N", "-f", conf)   # noqa: E731
     assert_dual_stack(trial(root, start, port), app, "squid", port)
-    root.path(conf).write_text(fixed(app, root.path(conf).read_text(), port))
+    apply_fix(root, app, conf, port)
     root.run("squid", "-k", "parse", "-f", conf)
     assert_plain(trial(root, start, port), port, app.ipv6)
 
@@ -266,13 +271,18 @@ server.listen({port});
 """
 
 
-def test_node(root):
-    app, port = APPS["node"], 3000
-    root.path("/srv/app.js").write_text(NODE_SERVER.replace("{port}", str(port)))
-    start = lambda: root.start("node", "/srv/app.js")   # noqa: E731
-    assert_dual_stack(trial(root, start, port), app, "node", port)
-    root.path("/srv/app.js").write_text(fixed(app, root.path("/srv/app.js").read_text(), port))
+def prove_program(root, app: App, port: int, inside: str, source: str, *command: str) -> None:
+    """A program's listening code as operators write it (dual-stack), then
+    with the entry's change made in it."""
+    root.path(inside).write_text(source.replace("{port}", str(port)))
+    start = lambda: root.start(*command)   # noqa: E731
+    assert_dual_stack(trial(root, start, port), app, command[0], port)
+    apply_fix(root, app, inside, port)
     assert_plain(trial(root, start, port), port, app.ipv6)
+
+
+def test_node(root):
+    prove_program(root, APPS["node"], 3000, "/srv/app.js", NODE_SERVER, "node", "/srv/app.js")
 
 
 WSGI_ASGI = """def app(environ, start_response):
@@ -329,12 +339,7 @@ while True:
 
 
 def test_python(root):
-    app, port = APPS["python"], 8000
-    root.path("/srv/serve.py").write_text(PYTHON_SERVER.replace("{port}", str(port)))
-    start = lambda: root.start("python3", "/srv/serve.py")   # noqa: E731
-    assert_dual_stack(trial(root, start, port), app, "python3", port)
-    root.path("/srv/serve.py").write_text(fixed(app, root.path("/srv/serve.py").read_text(), port))
-    assert_plain(trial(root, start, port), port, app.ipv6)
+    prove_program(root, APPS["python"], 8000, "/srv/serve.py", PYTHON_SERVER, "python3", "/srv/serve.py")
 
 
 def test_prometheus(root):

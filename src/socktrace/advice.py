@@ -90,6 +90,11 @@ def load_apps(text: str) -> tuple[App, ...]:
             raise AppsFileError(f"{where}: a change and ipv6 = \"kept\" or \"lost\" are required")
         if not (app.tested_by or app.untested):
             raise AppsFileError(f"{where}: tested_by or untested is required")
+        for pattern in app.command:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise AppsFileError(f"{where}: command {pattern!r}: {exc}") from None
         apps.append(app)
     return tuple(apps)
 

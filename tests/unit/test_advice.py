@@ -73,6 +73,8 @@ def test_an_application_with_separate_sockets_says_so_and_falls_back():
     ('[[app]]\nname="x"\ntitle="x"\ndual_stack=""\nwhere=""\ntradeoff=""\nsource=""\n'
      'separate=true\n', "tested_by or untested"),
     ('[[app]\n', "apps.toml:"),
+    ('[[app]]\nname="x"\ntitle="x"\ndual_stack=""\nwhere=""\ntradeoff=""\nsource=""\n'
+     'separate=true\nuntested="no reason needed here"\ncommand=["java("]\n', "command 'java\\(': "),
 ])
 def test_a_bad_entry_is_named(text, error):
     with pytest.raises(AppsFileError, match=error):

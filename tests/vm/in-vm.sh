@@ -62,7 +62,7 @@ live() {  # the host's live-tracer tests, unchanged, on this kernel
 
 # the LISTEN record's advice (socktrace snapshot --json on stdin) applied to
 # the file $1 exactly as worded: its `change` in place of its `replaces`
-apply-advice() {
+apply_advice() {
     $PY -c '
 import json, sys
 path = sys.argv[1]
@@ -96,7 +96,7 @@ demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo '$ sudo ss -tanp'; ss -tanp
     # the fix for nginx on 8080, as the advice words it, then the proof
     echo '$ sudo socktrace snapshot --explain -P 8080'; socktrace snapshot --explain -P 8080
-    socktrace snapshot --json -P 8080 | apply-advice /etc/nginx/sites-enabled/socktrace-demo.conf
+    socktrace snapshot --json -P 8080 | apply_advice /etc/nginx/sites-enabled/socktrace-demo.conf
     echo '$ sudo nginx -t && sudo nginx -s reload'; nginx -t 2>&1 && nginx -s reload; sleep 1
     socktrace -P 8080 > /tmp/after.txt 2>/tmp/after.err &
     tracer=$!

@@ -147,7 +147,10 @@ def assert_dual_stack(t: Trial, app: App, process: str, port: int, in_report: bo
         ("AF_INET6", True, False, "127.0.0.1", process)
     assert (v6["sock_family"], v6["mapped"], v6["laddr"]) == ("AF_INET6", False, "::1")
     change = app.change.format(port=port)
-    assert f"{app.title}: " in t.explain and all(line in t.explain for line in change.splitlines()), t.explain
+    # each line of the change on a line of its own, as it is to be written
+    shown = [line.strip() for line in t.explain.splitlines()]
+    assert f"{app.title}: " in t.explain and all(line.strip() in shown for line in change.splitlines()), \
+        t.explain
     assert [r["advice"]["app"] for r in t.listeners if r["sock_family"] == "AF_INET6"] == [app.name]
     assert [(d["port"], d["process"], d["mapped"], d["advice"]["app"], d["advice"]["change"])
             for d in t.summary["dual_stack"]] == [(port, process, 1, app.name, change)]

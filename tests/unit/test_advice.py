@@ -112,3 +112,9 @@ def test_a_missing_or_broken_shipped_file_is_one_reason(tmp_path, monkeypatch):
             advice.known_apps()
     finally:
         advice.known_apps.cache_clear()
+
+
+def test_a_change_of_several_lines_is_printed_as_several_lines():
+    text = advice_lines(advise("nginx", "nginx: worker process", 8080), "")
+    i = text.index("  with")
+    assert text[i + 1:i + 3] == ["    listen 8080;", "    listen [::]:8080;"]

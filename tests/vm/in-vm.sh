@@ -97,7 +97,12 @@ demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     # the fix for nginx on 8080, as the advice words it, then the proof
     echo '$ sudo socktrace snapshot --explain -P 8080'; socktrace snapshot --explain -P 8080
     socktrace snapshot --json -P 8080 | apply_advice /etc/nginx/sites-enabled/socktrace-demo.conf
-    echo '$ sudo nginx -t && sudo nginx -s reload'; nginx -t 2>&1 && nginx -s reload; sleep 1
+    # the advice's "then": a restart (no systemd here: stop, start)
+    echo '$ sudo nginx -t && sudo systemctl restart nginx'
+    nginx -t 2>&1 && nginx -s quit
+    for i in $(seq 60); do ss -Htln | grep -q ':8080 ' || break; sleep 1; done
+    nginx
+    for i in $(seq 60); do [ "$(ss -Htln | grep -c ':8080 ')" = 2 ] && break; sleep 1; done
     socktrace -P 8080 > /tmp/after.txt 2>/tmp/after.err &
     tracer=$!
     for i in $(seq 300); do grep -q "Ctrl-C to stop" /tmp/after.err && break; sleep 1; done

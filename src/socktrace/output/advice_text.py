@@ -24,17 +24,21 @@ def advice_lines(a: Advice, indent: str = "  ") -> list[str]:
       afterwards: the service then takes IPv4 only; squid then serves IPv4 only on 3128: it does not set IPV6_V6ONLY, so a second 'http_port [::]:3128' fails with 'Address already in use' (a specific IPv6 address, 'http_port [ADDRESS]:3128', does not collide)
       source: http://www.squid-cache.org/Doc/config/http_port/
     """
-    a = {k: escape(v) if isinstance(v, str) else v for k, v in a.items()}  # names a process chose
+    # escaped (a process chooses its name), each line apart: a change of
+    # several lines stays several lines
+    lines = {k: [escape(line) for line in v.splitlines()] if isinstance(v, str) else v
+             for k, v in a.items()}
+    a = {k: " ".join(v) if isinstance(v, list) else v for k, v in lines.items()}
     out = [f"{a['title']}: {a['dual_stack']}"]
     if a["separate"]:
         out.append(f"socktrace expected separate IPv4 and IPv6 sockets here; {a['where']}")
     if a["replaces"]:
         out.append(f"fix, in {a['where']}: replace")
-        out += [f"    {line}" for line in a["replaces"].splitlines()]
+        out += [f"    {line}" for line in lines["replaces"]]
         out.append("  with")
     else:
         out.append(f"fix, in {a['where']}:")
-    out += [f"    {line}" for line in a["change"].splitlines()]
+    out += [f"    {line}" for line in lines["change"]]
     out.append(f"  then: {a['apply']}")
     after = IPV6_AFTER.get(a["ipv6"] or "")
     out.append(f"afterwards: {after + '; ' if after else ''}{a['tradeoff']}")

@@ -31,6 +31,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 import time
 from pathlib import Path
 
@@ -47,6 +49,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 # another socktrace command (an older version, say) run in the same
 # alternating rounds as "socktrace-MODE@compare", in the first mode
 COMPARE = os.environ.get("BENCH_COMPARE")
+# "socktrace-MODE+metrics": the same with --metrics, scraped once a second
+# as Prometheus would (BENCH_METRICS=0: not run)
+METRICS = os.environ.get("BENCH_METRICS", "1") == "1"
+METRICS_PORT = 19464
 
 BPFTRACE_SCRIPT = r"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->newstate == 2/
@@ -134,6 +140,7 @@ class Tracer:
         self.logs = {part: workdir / f"{name}-{part}.log"
                      for part in (BCC_TOOLS if name == "bcc" else ["log"])}
         self.procs: list[subprocess.Popen] = []
+        self.scrapes = 0
 
     def _spawn(self, args, log: Path, stdout_to_log: bool = False) -> subprocess.Popen:
         log.unlink(missing_ok=True)
@@ -147,9 +154,14 @@ class Tracer:
         log = self.logs.get("log")
         if self.name.startswith("socktrace"):
             mode, _, other = self.name.split("-", 1)[1].partition("@")
+            mode, _, metrics = mode.partition("+")
             p = self._spawn([COMPARE if other else SOCKTRACE, "--probe", mode, "-q", "--no-snapshot",
-                             "-o", str(log)], log)
+                             "-o", str(log)] + (["--metrics", str(METRICS_PORT)] if metrics else []),
+                            log)
             wait_for(log, '"type":"ready"', p, timeout=600)
+            if metrics:
+                self.scraper = threading.Thread(target=self._scrape, daemon=True)
+                self.scraper.start()
         elif self.name == "bpftrace":
             script = self.workdir / "established.bt"
             script.write_text(BPFTRACE_SCRIPT)
@@ -161,6 +173,17 @@ class Tracer:
                 p = self._spawn(["python3", "-u", path], log, stdout_to_log=True)
                 wait_for(log, "PID", p, timeout=600)  # the header comes once attached
         return time.monotonic() - t
+
+    def _scrape(self) -> None:
+        """GET /metrics once a second while the round runs, as Prometheus does."""
+        while self.procs[0].poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+                    r.read()
+                self.scrapes += 1
+            except OSError:
+                pass
+            time.sleep(1.0)
 
     @property
     def pids(self) -> list[int]:
@@ -235,6 +258,7 @@ def main() -> None:
     time.sleep(0.5)
     modes = modes_that_run()
     kinds = ["baseline"] + [f"socktrace-{m}" for m in modes] + \
+        ([f"socktrace-{modes[0]}+metrics"] if METRICS else []) + \
         ([f"socktrace-{modes[0]}@compare"] if COMPARE else []) + ["bpftrace"] + \
         (["bcc"] if bcc_tools_run() else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -254,6 +278,8 @@ def main() -> None:
                     row["rss_mb"] = sum(map(rss_mb, tracer.pids))
                     row["cpu_s_per_1000"] = (sum(map(cpu_seconds, tracer.pids)) - cpu0) / row["connections"] * 1000
                     row["accepts_reported"], row["connects_reported"] = tracer.stop()
+                    if "+metrics" in kind:
+                        row["scrapes"] = tracer.scrapes
                 results[kind].append(row)
                 print(f"round {r + 1} {kind}: {row}", flush=True)
     finally:

@@ -5,6 +5,7 @@ Errors become one-line ClickExceptions here, at the edge, and nowhere else.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -41,6 +42,35 @@ class Size(click.ParamType):
         if n < 4096:
             self.fail(f"{value!r} is too small: at least 4K", param, ctx)
         return n
+
+
+class ListenAddress(click.ParamType):
+    """[ADDR:]PORT for --metrics: an IP address (IPv6 in brackets), loopback
+    when none is given.
+
+    >>> ListenAddress().convert("9100", None, None), ListenAddress().convert("[::]:9100", None, None)
+    (('127.0.0.1', 9100), ('::', 9100))
+    """
+    name = "[ADDR:]PORT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        addr, sep, port = str(value).rpartition(":")
+        if not sep:
+            addr = "127.0.0.1"
+        elif addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]
+        elif ":" in addr:
+            self.fail(f"{value!r}: write an IPv6 address in brackets: [{addr}]:{port}", param, ctx)
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            self.fail(f"{value!r}: {addr or 'the address'!r} is not an IP address "
+                      "(write an IPv6 one in brackets: [::]:9100)", param, ctx)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"{value!r}: the port must be a number from 1 to 65535", param, ctx)
+        return addr, int(port)
 
 
 def _pages(ctx, param, value):
@@ -115,7 +145,10 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
 @click.option("--rotate-gzip", is_flag=True, help="Compress rotated logs (PATH.1.gz).")
 @click.option("--fsync", type=click.Choice(["interval", "always"]), default="interval", show_default=True,
               help="fsync the log once a second, or after every batch of records.")
-@click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o).")
+@click.option("--metrics", type=ListenAddress(),
+              help="Serve Prometheus metrics on http://[ADDR:]PORT/metrics (ADDR: 127.0.0.1 "
+                   "unless given; 0.0.0.0 or [::] to be scraped from elsewhere).")
+@click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o or --metrics).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Stop after this long, as SIGTERM would.")
 @click.option("--no-snapshot", is_flag=True,
@@ -125,15 +158,16 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
 def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer,
-         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, quiet, duration,
+         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics, quiet, duration,
          no_snapshot, no_failed):
     """Stream every new TCP connection; mark IPv4 connections served by
     AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ctx.invoked_subcommand is not None:
         _tracing_options_only(ctx)
     flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
-    if quiet and not output:
-        raise click.UsageError("-q/--quiet needs -o/--output: otherwise nothing would be written")
+    if quiet and not (output or metrics):
+        raise click.UsageError("-q/--quiet needs -o/--output or --metrics: otherwise nothing would "
+                               "be written")
     if (rotate_size or rotate_gzip) and not output:
         raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
     app = ctx.ensure_object(App)
@@ -141,7 +175,8 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
-        duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed)
+        duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed,
+        metrics=metrics)
     if ctx.invoked_subcommand is None:
         try:
             trace(app)

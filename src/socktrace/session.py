@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from collections import Counter
+from typing import List, Optional, Tuple
 
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
@@ -22,6 +23,7 @@ from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
 from .output.logfile import LogFileError, LogWriter
+from .output.metrics import Collector, DualStackListener, MetricsServer, MetricsSink
 from .output.sink import Sink
 from .output.table import TableSink
 from .output.tee import Tee
@@ -54,6 +56,7 @@ class TraceOptions:
     duration: Optional[float] = None
     snapshot: bool = True
     failed: bool = True       # report failed connects
+    metrics: Optional[Tuple[str, int]] = None   # --metrics: (address, port)
 
 
 @dataclass
@@ -85,6 +88,13 @@ def trace(app: App) -> None:
     except LogFileError as exc:
         raise SessionError(str(exc)) from None
     try:
+        # then the metrics' port: in use or not bindable fails before any probe
+        metrics = _metrics(opts.metrics) if opts.metrics else None
+    except SessionError:
+        if log:
+            log.close()
+        raise
+    try:
         bcc = import_bcc()
         ensure_mounted()
         pids = opts.filter.pid
@@ -95,6 +105,8 @@ def trace(app: App) -> None:
     except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
         if log:
             log.close()
+        if metrics:
+            metrics[1].close()
         raise SessionError(str(exc)) from None
     if opts.duration:
         timer = threading.Timer(opts.duration, app.stop.set)
@@ -107,7 +119,7 @@ def trace(app: App) -> None:
         except ProbeError as exc:
             raise SessionError(str(exc)) from None
         compiler_memory.release()  # LLVM and clang: 83 of 140 MB RSS (kernel/compiler_memory.py)
-        sink = Tee(*_sinks(opts, log))
+        sink = Tee(*_sinks(opts, log), *([metrics[0]] if metrics else []))
         try:
             if opts.snapshot:
                 sink.existing(existing_records(opts.filter))
@@ -123,6 +135,32 @@ def trace(app: App) -> None:
         loader.close()
         if log:
             log.close()
+        if metrics:
+            metrics[1].close()
+
+
+def _metrics(where: Tuple[str, int]) -> Tuple[MetricsSink, MetricsServer]:
+    """--metrics: the counters and their server, bound and serving."""
+    sink = MetricsSink()
+    try:
+        server = MetricsServer(*where, Collector(sink, dual_stack_listeners))
+    except OSError as exc:
+        addr, port = where
+        shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        raise SessionError(f"--metrics {shown}: {exc.strerror or exc}") from None
+    server.start()
+    return sink, server
+
+
+def dual_stack_listeners() -> List[DualStackListener]:
+    """The dual-stack listeners of this network namespace now, with the
+    IPv4 connections each carries (for the metrics' gauges)."""
+    snap = snapshot_mod.take([None], ProcessCache())
+    carried = Counter((s.listener.laddr, s.listener.lport) for s in snap.sockets
+                      if s.mapped and s.listener and s.state != "LISTEN")
+    return [DualStackListener(s.lport, (s.owners[0].comm if s.owners else None) or "?",
+                              carried[(s.laddr, s.lport)])
+            for s in snap.sockets if s.dual_stack]
 
 
 def _sinks(opts: TraceOptions, log: LogWriter | None) -> list[Sink]:

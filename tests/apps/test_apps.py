@@ -25,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +36,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
 from approot import AppRoot  # noqa: E402
 from helpers import SOCKTRACE, Socktrace  # noqa: E402
+from socktrace import __version__ as socktrace_version  # noqa: E402
 from socktrace.advice import App, known_apps  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.matrix("apps", "servers")]
@@ -440,3 +443,109 @@ def test_samba(root):
     root.run("mkdir", "-p", "/run/samba")
     start = lambda: root.start("smbd", "--foreground", "--no-process-group")   # noqa: E731
     assert_separate(trial(root, start, 445, sockets=2), 445)
+
+
+# ------------------------------------------------- --metrics, scraped by Prometheus
+
+SOCKTRACE_METRICS = 19465
+PROMETHEUS_WEB = 19466
+PROMETHEUS_YML = f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: socktrace
+    static_configs:
+      - targets: ['127.0.0.1:{SOCKTRACE_METRICS}']
+"""
+RULES = Path(__file__).resolve().parents[2] / "src/socktrace/prometheus-rules.yml"
+
+
+def query(expr: str) -> dict:
+    """Prometheus's HTTP API: labels (without __name__, job, instance) -> value."""
+    url = f"http://127.0.0.1:{PROMETHEUS_WEB}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    assert body["status"] == "success", body
+    skip = {"__name__", "job", "instance"}
+    return {tuple(sorted((k, v) for k, v in s["metric"].items() if k not in skip)): float(s["value"][1])
+            for s in body["data"]["result"]}
+
+
+def until(expect: Callable[[], None], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return expect()
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_prometheus_scrapes_socktrace(root):
+    """Debian's Prometheus scrapes `socktrace --metrics`: after mapped,
+    native IPv6 and plain IPv4 connections its query API returns exactly
+    those counts and labels, and the dual-stack listener's gauges."""
+    root.path("/etc/prometheus/socktrace.yml").write_text(PROMETHEUS_YML)
+    server = root.start("prometheus", "--config.file=/etc/prometheus/socktrace.yml",
+                        "--storage.tsdb.path=/tmp/prometheus",
+                        f"--web.listen-address=127.0.0.1:{PROMETHEUS_WEB}")
+    dual = socket.socket(socket.AF_INET6)
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.bind(("::", 0))
+    dual.listen()
+    plain = socket.create_server(("127.0.0.1", 0))
+    dport, pport = dual.getsockname()[1], plain.getsockname()[1]
+    st = Socktrace("-P", f"{dport},{pport}", "--metrics", f"127.0.0.1:{SOCKTRACE_METRICS}")
+    held = []
+    try:
+        wait_listening(root, server, PROMETHEUS_WEB, 1)
+        for host, port in (("127.0.0.1", dport), ("127.0.0.1", dport), ("::1", dport),
+                           ("127.0.0.1", pport)):
+            held.append(socket.create_connection((host, port)))
+            held.append((dual if port == dport else plain).accept()[0])
+        for s in held[2:]:          # one mapped connection stays open: the gauge's
+            s.close()
+        me = st.wait_for(lambda r: r["type"] == "accept", count=4)[0]["process"]
+        accepts = {(("comm", me), ("event", "accept"), ("family", f)): n
+                   for f, n in (("ipv4_mapped", 2), ("ipv6", 1), ("ipv4", 1))}
+        connects = {(("comm", me), ("event", "connect"), ("family", f)): n
+                    for f, n in (("ipv4", 3), ("ipv6", 1))}
+
+        def scraped():
+            assert query("socktrace_connections_total") == {**accepts, **connects}
+            assert query("socktrace_accepts_by_port_total") == {
+                (("comm", me), ("port", str(dport)), ("v6only", "false")): 3,
+                (("comm", me), ("port", str(pport)), ("v6only", "none")): 1}
+            listener = (("comm", me), ("port", str(dport)))
+            assert query(f'socktrace_dual_stack_listener{{port="{dport}"}}') == {listener: 1}
+            assert query(f'socktrace_dual_stack_mapped_connections{{port="{dport}"}}') == {listener: 1}
+            assert query("socktrace_events_lost_total") == {(): 0}
+            assert query("socktrace_info") == {
+                (("probe", st.ready["probe"]), ("version", socktrace_version)): 1}
+        until(scraped)
+        # the shipped rules load, and the alert's expression finds this listener
+        root.path("/tmp/socktrace-rules.yml").write_text(RULES.read_text())
+        assert "SUCCESS: 3 rules found" in root.run("promtool", "check", "rules", "/tmp/socktrace-rules.yml")
+        alert = "max by (instance, port, comm) (socktrace_dual_stack_mapped_connections) > 0"
+        assert (("comm", me), ("port", str(dport))) in query(alert)
+    finally:
+        for s in held:
+            s.close()
+        assert st.stop() == 0, st.stderr
+        root.stop(server)
+
+
+def test_metrics_address_in_use_is_one_line_before_any_probe():
+    """A port already taken, or an address this host does not have: one
+    line, exit 1, and nothing attached (it fails before the probes load)."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    for where, reason in ((f"127.0.0.1:{port}", "Address already in use"),
+                          ("192.0.2.123:9100", "Cannot assign requested address")):
+        t = time.monotonic()
+        r = subprocess.run([SOCKTRACE, "--metrics", where, "-q"], capture_output=True, text=True,
+                           timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"Error: --metrics {where}: {reason}\n")
+        assert time.monotonic() - t < 5   # a compile and attach takes longer
+    taken.close()

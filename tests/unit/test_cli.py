@@ -101,3 +101,16 @@ def test_bpf_sources_missing_is_one_line(tmp_path):
                        env={"PYTHONPATH": str(tmp_path / "src"), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "BPF sources" in r.stderr and "reinstall" in r.stderr
+
+
+def test_metrics_address():
+    for bad, why in (("foo:9100", "'foo' is not an IP address"), ("9100x", "the port must be a number"),
+                     ("::1:9100", "in brackets: [::1]:9100"), ("0", "from 1 to 65535")):
+        r = run("--metrics", bad)
+        assert r.exit_code == 2 and why in r.output, (bad, r.output)
+
+
+def test_quiet_with_metrics_alone_is_fine(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)   # stops right after the options
+    r = run("-q", "--metrics", "9100")
+    assert r.exit_code == 1 and "needs root" in r.output

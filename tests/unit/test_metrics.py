@@ -1,0 +1,70 @@
+"""--metrics: the counters from records and their exposition, without a kernel."""
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from socktrace.output.metrics import Collector, DualStackListener, MetricsSink
+from socktrace.output.sink import Sink
+
+
+def rec(type_="accept", process="java", mapped=True, family="AF_INET6", lport=4243, v6only=False):
+    return {"type": type_, "process": process, "comm": process, "mapped": mapped,
+            "sock_family": family, "lport": lport, "v6only": v6only}
+
+
+def scrape(collector) -> dict:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_counters_labels_and_gauges():
+    sink = MetricsSink()
+    assert isinstance(sink, Sink)
+    sink.ready({"type": "ready", "probe": "tracepoint", "skipped": {}, "offsets": "BTF", "buffer": "ring"})
+    sink.connections([rec(), rec(), rec(mapped=False), rec(process="nginx", family="AF_INET", mapped=False,
+                                                           lport=80, v6only=None),
+                      rec("connect", "curl", False, "AF_INET", 40000, None)])
+    sink.lost({"type": "lost", "lost": 3, "unaccepted_untracked": 1})
+    got = scrape(Collector(sink, lambda: [DualStackListener(4243, "java", 2)]))
+    assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
+                                                ("family", "ipv4_mapped")))] == 2
+    assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
+                                                ("family", "ipv6")))] == 1
+    assert got[("socktrace_connections_total", (("comm", "curl"), ("event", "connect"),
+                                                ("family", "ipv4")))] == 1
+    assert got[("socktrace_accepts_by_port_total", (("comm", "java"), ("port", "4243"),
+                                                    ("v6only", "false")))] == 3
+    assert got[("socktrace_accepts_by_port_total", (("comm", "nginx"), ("port", "80"),
+                                                    ("v6only", "none")))] == 1
+    assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))] == 1
+    assert got[("socktrace_dual_stack_mapped_connections", (("comm", "java"), ("port", "4243")))] == 2
+    assert got[("socktrace_events_lost_total", ())] == 3
+    assert got[("socktrace_unaccepted_untracked_total", ())] == 1
+    info = [k for k in got if k[0] == "socktrace_info"]
+    assert len(info) == 1 and ("probe", "tracepoint") in info[0][1]
+
+
+def test_label_values_are_bounded():
+    sink = MetricsSink(max_comms=3, max_ports=2)
+    sink.connections([rec(process=f"p{i}", lport=1000 + i) for i in range(10)])
+    comms = {k[2] for k in sink.connections_total}
+    ports = {k[0] for k in sink.accepts_by_port}
+    assert comms == {"p0", "p1", "p2", "other"} and ports == {"1000", "1001", "other"}
+    assert sum(sink.connections_total.values()) == 10
+
+
+def test_the_listeners_are_listed_at_most_every_max_age():
+    calls, now = [], [0.0]
+
+    def listeners():
+        calls.append(now[0])
+        return []
+    c = Collector(MetricsSink(), listeners, max_age=10, clock=lambda: now[0])
+    for t in (0, 1, 9.9, 10, 15, 20.5):
+        now[0] = t
+        list(c.collect())
+    assert calls == [0, 10, 20.5]

@@ -12,7 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from collections import Counter
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
@@ -23,7 +23,9 @@ from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
 from .output.logfile import LogFileError, LogWriter
-from .output.metrics import Collector, DualStackListener, MetricsServer, MetricsSink
+
+if TYPE_CHECKING:
+    from .output.metrics import DualStackListener, MetricsServer, MetricsSink
 from .output.sink import Sink
 from .output.table import TableSink
 from .output.tee import Tee
@@ -139,8 +141,10 @@ def trace(app: App) -> None:
             metrics[1].close()
 
 
-def _metrics(where: Tuple[str, int]) -> Tuple[MetricsSink, MetricsServer]:
-    """--metrics: the counters and their server, bound and serving."""
+def _metrics(where: Tuple[str, int]) -> Tuple["MetricsSink", "MetricsServer"]:
+    """--metrics: the counters and their server, bound and serving
+    (prometheus_client is imported only then: 40 ms of every start)."""
+    from .output.metrics import Collector, MetricsServer, MetricsSink
     sink = MetricsSink()
     try:
         server = MetricsServer(*where, Collector(sink, dual_stack_listeners))
@@ -152,9 +156,10 @@ def _metrics(where: Tuple[str, int]) -> Tuple[MetricsSink, MetricsServer]:
     return sink, server
 
 
-def dual_stack_listeners() -> List[DualStackListener]:
+def dual_stack_listeners() -> List["DualStackListener"]:
     """The dual-stack listeners of this network namespace now, with the
     IPv4 connections each carries (for the metrics' gauges)."""
+    from .output.metrics import DualStackListener
     snap = snapshot_mod.take([None], ProcessCache())
     carried = Counter((s.listener.laddr, s.listener.lport) for s in snap.sockets
                       if s.mapped and s.listener and s.state != "LISTEN")

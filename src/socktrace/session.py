@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from collections import Counter
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from . import snapshot as snapshot_mod
@@ -161,10 +160,8 @@ def dual_stack_listeners() -> List["DualStackListener"]:
     IPv4 connections each carries (for the metrics' gauges)."""
     from .output.metrics import DualStackListener
     snap = snapshot_mod.take([None], ProcessCache())
-    carried = Counter((s.listener.laddr, s.listener.lport) for s in snap.sockets
-                      if s.mapped and s.listener and s.state != "LISTEN")
     return [DualStackListener(s.lport, (s.owners[0].comm if s.owners else None) or "?",
-                              carried[(s.laddr, s.lport)])
+                              sum(c.mapped for c in snap.carried_by(s)))
             for s in snap.sockets if s.dual_stack]
 
 

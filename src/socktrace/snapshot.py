@@ -75,6 +75,13 @@ class Snapshot:
     hidden_processes: int = 0          # /proc/PID/fd unreadable (not root)
     hidden_sockets: int = 0            # sockets whose owner could not be seen
 
+    def carried_by(self, lst: Sock) -> list[Sock]:
+        """The connections (accepted or queued) that came through the
+        AF_INET6 listener `lst`: what --explain and the metrics' gauges count."""
+        return [s for s in self.sockets if s.listener and s.netns == lst.netns
+                and (s.listener.laddr, s.listener.lport) == (lst.laddr, lst.lport)
+                and s.sock_family == "AF_INET6"]
+
 
 def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns: int) -> list[Sock]:
     """Turn sock_diag records of one namespace into classified sockets.

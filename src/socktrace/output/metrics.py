@@ -30,6 +30,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import MetricsHandler
 
 from .. import __version__
+from ..classify import protocol
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 
 MAX_COMMS = 100     # distinct process names with a series of their own
@@ -38,15 +39,17 @@ OTHER = "other"
 LISTENERS_MAX_AGE = 10.0   # seconds a listing of the dual-stack listeners is reused
 
 
+# classify.protocol's answer as the family label (its "mapped" spelled out)
+FAMILY_LABEL = {"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4_mapped"}
+
+
 def family(rec: ConnectionRecord) -> str:
     """The family label of a connection record.
 
     >>> family({"sock_family": "AF_INET6", "mapped": True})
     'ipv4_mapped'
     """
-    if rec["mapped"]:
-        return "ipv4_mapped"
-    return "ipv6" if rec["sock_family"] == "AF_INET6" else "ipv4"
+    return FAMILY_LABEL[protocol(rec["sock_family"], rec["mapped"])]
 
 
 class _Capped:
@@ -127,7 +130,7 @@ class DualStackListener:
     """A dual-stack listener as the gauges show it."""
     port: int
     comm: str
-    mapped: int          # its IPv4 connections now (tcp6 MAPPED, ESTABLISHED)
+    mapped: int          # its IPv4 connections now (tcp6 MAPPED, accepted or queued)
 
 
 class Collector:

@@ -75,9 +75,7 @@ def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> s
     its record carries (session.take_snapshot)."""
     out = []
     for lst, rec in [(s, r) for s, r in zip(socks, records) if s.dual_stack]:
-        carried = [s for s in snap.sockets if s.listener and s.netns == lst.netns
-                   and (s.listener.laddr, s.listener.lport) == (lst.laddr, lst.lport)
-                   and s.sock_family == "AF_INET6"]
+        carried = snap.carried_by(lst)
         ipv4 = sum(1 for s in carried if s.mapped)
         first = lst.owners[0] if lst.owners else None
         who = f"{first.pid}/{escape(first.comm or '?')}" if first else "an unknown process"

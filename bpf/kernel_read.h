@@ -2,11 +2,14 @@
  *
  * kernel_read.h - read the few kernel struct fields socktrace needs.
  *
- * Two sources of field offsets, one set of readers:
- *  - no kernel headers (the common case on production servers): Python reads
- *    the offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux) and
- *    passes them as -DOFF_... cflags (socktrace/kernel/btf.py);
- *  - kernel headers present: offsetof() on the real structs.
+ * Two sources of field offsets, one list of fields (kernel_fields.h), one
+ * set of readers:
+ *  - the running kernel's BTF (/sys/kernel/btf/vmlinux), whether headers are
+ *    installed or not: Python reads the offsets there and passes them as
+ *    -DOFF_... cflags (socktrace/probes.py, kernel/btf.py), and the program
+ *    compiles against a small synthetic header tree;
+ *  - only without usable BTF, SOCKTRACE_KERNEL_HEADERS: offsetof() on the
+ *    structs of the kernel's own headers.
  * Every read goes through bpf_probe_read_kernel(), so a wrong pointer gives
  * zeroes, never a fault.
  */
@@ -19,24 +22,19 @@
 #include <linux/fdtable.h>
 #include <linux/mm_types.h>
 #include <linux/sched.h>
-#define OFF_SKC_FAMILY      offsetof(struct sock_common, skc_family)
-#define OFF_SKC_NUM         offsetof(struct sock_common, skc_num)
-#define OFF_SKC_DPORT       offsetof(struct sock_common, skc_dport)
-#define OFF_SKC_DADDR       offsetof(struct sock_common, skc_daddr)
-#define OFF_SKC_RCV_SADDR   offsetof(struct sock_common, skc_rcv_saddr)
-#define OFF_SKC_V6_DADDR    offsetof(struct sock_common, skc_v6_daddr)
-#define OFF_SKC_V6_RCV_SADDR offsetof(struct sock_common, skc_v6_rcv_saddr)
-#define OFF_SKC_NET         offsetof(struct sock_common, skc_net)
-/* Integer fields are read as (u32 at OFF_x >> x_SHIFT) & x_MASK
- * (read_int), which covers bit-fields, which offsetof() cannot name.
- * skc_ipv6only shares the byte after skc_state with skc_reuse:4 and
+/* The offsets of kernel_fields.h's list, from the headers. */
+enum {
+#define KERNEL_FIELD(name, type, path) OFF_##name = offsetof(struct type, path),
+#define KERNEL_INT_FIELD(name, type, path)   /* spelled out below */
+#include "kernel_fields.h"
+#undef KERNEL_FIELD
+#undef KERNEL_INT_FIELD
+};
+/* skc_ipv6only shares the byte after skc_state with skc_reuse:4 and
  * skc_reuseport:1, a layout unchanged since Linux 3.9 (include/net/sock.h). */
 #define OFF_SKC_IPV6ONLY    (offsetof(struct sock_common, skc_state) + 1)
 #define SKC_IPV6ONLY_SHIFT  5
 #define SKC_IPV6ONLY_MASK   1
-#define OFF_SK_UID          offsetof(struct sock, sk_uid)
-#define OFF_SK_ERR          offsetof(struct sock, sk_err)
-#define OFF_INET_SPORT      offsetof(struct inet_sock, inet_sport)
 #ifdef SK_FL_PROTO_SHIFT
 /* Before Linux 5.6 sk_protocol was an 8-bit bit-field, found through the
  * marker __sk_flags_offset and these SK_FL_PROTO_* constants; 5.6 made it a
@@ -49,16 +47,6 @@
 #define SK_PROTOCOL_SHIFT   0
 #define SK_PROTOCOL_MASK    0xffff
 #endif
-#define OFF_NET_INUM        offsetof(struct net, ns.inum)
-#define OFF_TASK_FILES      offsetof(struct task_struct, files)
-#define OFF_FILES_FDT       offsetof(struct files_struct, fdt)
-#define OFF_FDT_MAX_FDS     offsetof(struct fdtable, max_fds)
-#define OFF_FDT_FD          offsetof(struct fdtable, fd)
-#define OFF_FILE_PRIVATE    offsetof(struct file, private_data)
-#define OFF_SOCKET_SK       offsetof(struct socket, sk)
-#define OFF_TASK_MM         offsetof(struct task_struct, mm)
-#define OFF_MM_ARG_START    offsetof(struct mm_struct, arg_start)
-#define OFF_MM_ARG_END      offsetof(struct mm_struct, arg_end)
 #endif
 
 #include "socktrace.h"
@@ -152,6 +140,19 @@ static __always_inline void *sock_from_fd(int fd)
 	if (!sock)
 		return 0;
 	return (void *)read_u64(sock, OFF_SOCKET_SK);
+}
+
+/* The current process's name: its thread group leader's comm, which
+ * /proc/PID/comm and netstat show (a JVM is "java" while the thread that
+ * accepts is "http-nio-8080-A").  Read with the event, so it is right for a
+ * process that is gone by the time Python could look. */
+static __always_inline void read_process_name(char *dst)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *leader = (void *)read_u64(task, OFF_TASK_GROUP_LEADER);
+
+	if (leader)
+		bpf_probe_read_kernel(dst, COMM_LEN, (const char *)leader + OFF_TASK_COMM);
 }
 
 /* Copy the current process's argv area (mm->arg_start..arg_end) into `c`. */

@@ -12,10 +12,13 @@
  * RINGBUF_PAGES, PENDING_MAX, ACCEPT_NARGS (see socktrace/probes.py).
  *
  * Shared by all strategies, on the raw tracepoint inet_sock_set_state
- * (which costs nothing outside TCP's state changes):
+ * (which costs nothing outside the state changes of TCP, DCCP and SCTP
+ * sockets):
  *  - `pending` and `queued` follow a listener's children from their clone
- *    to accept(); Python reports those left there too long, and finds out
- *    by their socket inode which of them an accept the probes missed took
+ *    to accept(); Python reports those left there too long, and finds
+ *    them by their addresses among the sockets sock_diag lists: one that a
+ *    process holds (it has a socket inode) was taken by an accept the probes
+ *    missed
  *    (one already blocked when they were attached,
  *    https://github.com/iovisor/bcc/issues/2165, or io_uring's in the
  *    tracepoint mode);
@@ -94,8 +97,14 @@ static __always_inline void set_task(struct event *e)
 	e->uid = (u32)bpf_get_current_uid_gid();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (e->tid == e->pid)   /* the main thread: its name is the process's */
+		__builtin_memcpy(e->process, e->comm, sizeof(e->process));
+	else
+		read_process_name(e->process);
 }
 
+/* A TCP socket of either internet family, the only kind socktrace reports
+ * (inet_sock_set_state fires for DCCP and SCTP sockets too). */
 static __always_inline bool is_tcp(const void *sk)
 {
 	u16 family = sock_family(sk);
@@ -182,7 +191,8 @@ static __always_inline void report_accept(void *ctx, void *sk, void *listener)
 }
 
 /* A connect whose handshake will not complete: `e` is its connect event,
- * `err` the socket's error (0: closed before any). */
+ * `err` its errno (the socket's sk_err, or tcp_v*_connect()'s error before
+ * any SYN; 0: closed without one). */
 static __always_inline void report_failed(void *ctx, struct event *e, u32 err)
 {
 	if (NO_FAILED)
@@ -257,7 +267,7 @@ static __always_inline void track_child(const void *sk)
 	u64 key = (u64)sk, ts = bpf_ktime_get_ns();
 
 	if (pending.update(&key, &ts))
-		count(STAT_PENDING_FULL);
+		count(STAT_UNACCEPTED_UNTRACKED);
 }
 
 /* The handshake of `sk` completed, in softirq context where the current
@@ -309,11 +319,6 @@ static __always_inline void forget_child(const void *sk)
 	connects.delete(&key);
 }
 
-static __always_inline bool is_tcp_sock(const void *sk)
-{
-	return sock_protocol(sk) == IPPROTO_TCP;
-}
-
 /* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection
  * passes about ten state changes and a few of them matter.  The raw one
  * hands over (sk, oldstate, newstate) as they are and the others cost two
@@ -325,7 +330,7 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
 
 	if (oldstate == STATE_LISTEN && newstate == STATE_SYN_RECV) {
-		if (is_tcp_sock(sk))
+		if (is_tcp(sk))
 			track_child(sk);
 	} else if (oldstate == STATE_SYN_RECV && newstate == STATE_ESTABLISHED) {
 		track_unaccepted(sk);  /* only children track_child saw */
@@ -339,7 +344,7 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		closing(ctx, (void *)sk);
 #ifdef PROBE_TRACEPOINT
 	} else if (newstate == STATE_SYN_SENT) {
-		if (is_tcp_sock(sk))
+		if (is_tcp(sk))
 			track_connect(ctx, sk);
 #endif
 	}

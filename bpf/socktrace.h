@@ -17,8 +17,9 @@
 
 /* enum event_type: the first byte of every record Python receives */
 #define EVENT_ACCEPT     1  /* accept() returned a new connection        */
-#define EVENT_CONNECT    2  /* connect() sent a SYN (tracepoint mode: and
-                               its handshake completed)                  */
+#define EVENT_CONNECT    2  /* a connect completed its handshake (sent at
+                               ESTABLISHED in every mode; ts_ns is when
+                               its SYN went out)                         */
 #define EVENT_UNACCEPTED 3  /* handshake done, still in the accept queue */
 #define EVENT_EXEC       4  /* a process we reported on exec'd or exited:
                                its command line is stale (struct event)  */
@@ -39,11 +40,14 @@ struct event {
 	__u32 tid;
 	__u32 uid;
 	__u32 netns;        /* network namespace inode number */
-	__u32 err;          /* EVENT_CONNECT_FAILED: errno (sk_err), 0 when
-	                       the socket was closed without an error      */
+	__u32 err;          /* EVENT_CONNECT_FAILED: errno: sk_err when the
+	                       handshake ended, tcp_v*_connect()'s error when
+	                       it failed before the SYN; 0 when the socket was
+	                       closed without an error                     */
 	__u8  saddr[16];    /* local address */
 	__u8  daddr[16];    /* peer address */
-	char  comm[COMM_LEN];
+	char  comm[COMM_LEN];        /* the thread's name */
+	char  process[COMM_LEN];     /* the process's: its thread group leader's comm */
 	/* Last, what differs between the connections of one thread and
 	 * address pair: Python copies the rest from the previous such
 	 * connection's record (events.origin). */
@@ -67,9 +71,13 @@ struct cmdline_event {
 	char  args[CMDLINE_MAX];
 };
 
-/* Index of the counters in the `stats` map. */
-#define STAT_LOST      0  /* events the ring/perf buffer had no room for */
-#define STAT_PENDING_FULL 1  /* unaccepted connections the pending map had no room for */
-#define STAT_MAX       2
+/* Index of the counters in the `stats` map.  Python knows each counter by
+ * the lower-case rest of its name (STAT_LOST: `lost`), in records, the
+ * metrics and socktrace/vocabulary.py's Drops alike. */
+#define STAT_LOST                 0  /* events the ring/perf buffer had no room for */
+#define STAT_UNACCEPTED_UNTRACKED 1  /* queued connections (children between their
+                                        clone and accept()) the pending map had
+                                        no room for */
+#define STAT_MAX                  2
 
 #endif /* __SOCKTRACE_H */

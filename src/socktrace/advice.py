@@ -26,7 +26,7 @@ else:  # the same parser, from PyPI (a dependency on Python < 3.11 only)
 
 
 @dataclass(frozen=True)
-class App:
+class KnownApp:
     """One entry of apps.toml (its header comment documents each field)."""
     name: str
     title: str
@@ -49,7 +49,7 @@ class App:
         """By the process's name, its executable's file name (the command
         line's first word) or a pattern of its command line.
 
-        >>> nginx = App("nginx", "nginx", "", "", "", "", process=("nginx",))
+        >>> nginx = KnownApp("nginx", "nginx", "", "", "", "", process=("nginx",))
         >>> nginx.recognises("nginx", "nginx: master process /usr/sbin/nginx")
         True
         >>> nginx.recognises("python3", "/usr/bin/python3 app.py")
@@ -67,7 +67,7 @@ class AppsFileError(Exception):
     pass
 
 
-def load_apps(text: str) -> tuple[App, ...]:
+def load_apps(text: str) -> tuple[KnownApp, ...]:
     """The entries of an apps.toml text, checked: an unknown or missing
     field, a change without ipv6, or an entry neither tested nor saying why
     is an error (the file ships with socktrace: a test loads it)."""
@@ -75,7 +75,7 @@ def load_apps(text: str) -> tuple[App, ...]:
         entries = tomllib.loads(text).get("app", [])
     except tomllib.TOMLDecodeError as exc:
         raise AppsFileError(f"apps.toml: {exc}") from None
-    known = {f.name for f in fields(App)}
+    known = {f.name for f in fields(KnownApp)}
     apps = []
     for n, e in enumerate(entries, 1):
         where = f"apps.toml entry {n} ({e.get('name', '?')})"
@@ -83,7 +83,7 @@ def load_apps(text: str) -> tuple[App, ...]:
         if unknown:
             raise AppsFileError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
         try:
-            app = App(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
+            app = KnownApp(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
         except TypeError as exc:
             raise AppsFileError(f"{where}: {exc}") from None
         if not app.separate and (app.change is None or app.ipv6 not in ("kept", "lost")):
@@ -100,7 +100,7 @@ def load_apps(text: str) -> tuple[App, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def known_apps() -> tuple[App, ...]:
+def known_apps() -> tuple[KnownApp, ...]:
     """The entries of the apps.toml shipped with socktrace."""
     path = resources.files("socktrace") / "apps.toml"
     try:
@@ -111,7 +111,7 @@ def known_apps() -> tuple[App, ...]:
 
 
 def recognise(name: str | None, cmdline: str | None, go: bool = False,
-              apps: tuple[App, ...] | None = None) -> App | None:
+              apps: tuple[KnownApp, ...] | None = None) -> KnownApp | None:
     """The first entry that recognises the process, or None.
 
     >>> recognise("java", "/usr/bin/java -jar backup.jar").name
@@ -164,7 +164,7 @@ def _generic(who: str, port: int) -> dict:
 
 
 def advise(name: str | None, cmdline: str | None, port: int, go: bool = False,
-           apps: tuple[App, ...] | None = None) -> Advice:
+           apps: tuple[KnownApp, ...] | None = None) -> Advice:
     """The advice for the dual-stack listener on `port` that the process
     (`name`, `cmdline`, a Go program or not) holds.
 

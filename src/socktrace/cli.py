@@ -150,7 +150,8 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
                    "unless given; 0.0.0.0 or [::] to be scraped from elsewhere).")
 @click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o or --metrics).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop after this long, as SIGTERM would.")
+              help="Trace for this long, counted from when every probe is attached, then "
+                   "stop as SIGTERM would.")
 @click.option("--no-snapshot", is_flag=True,
               help="Do not list the existing mapped connections before tracing.")
 @click.option("--no-failed", is_flag=True,

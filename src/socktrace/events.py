@@ -1,7 +1,7 @@
 """The event model: raw kernel events decoded into immutable records.
 
 `struct event` is defined once, in bpf/socktrace.h; RawEvent mirrors it and
-tests/test_events.py checks the layout against the C compiler's.
+tests/unit/test_events.py checks the layout against the C compiler's.
 Decoding is a pure function of the bytes and a clock offset.
 """
 
@@ -14,9 +14,9 @@ import struct
 from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
 
 from .classify import FAMILY_NAMES, address, peer_is_ipv4
+from .vocabulary import RecordType
 
 
 def parse_defines(header_text: str) -> dict[str, int]:
@@ -37,19 +37,13 @@ def _contract() -> dict[str, int]:
 _C = _contract()
 
 
-class Kind(str, Enum):
-    ACCEPT = "accept"
-    CONNECT = "connect"
-    UNACCEPTED = "unaccepted"   # handshake done, not accepted (yet)
-    CONNECT_FAILED = "connect_failed"   # a connect whose handshake never completed
-
-
 EVENT_CMDLINE = _C["EVENT_CMDLINE"]
 EVENT_ACCEPT = _C["EVENT_ACCEPT"]
 EVENT_CONNECT = _C["EVENT_CONNECT"]
-KIND_BY_TYPE = {EVENT_ACCEPT: Kind.ACCEPT, EVENT_CONNECT: Kind.CONNECT,
-                _C["EVENT_UNACCEPTED"]: Kind.UNACCEPTED,
-                _C["EVENT_CONNECT_FAILED"]: Kind.CONNECT_FAILED}
+# the kernel's event types that are connections, and their records' type
+KIND_BY_TYPE = {EVENT_ACCEPT: RecordType.ACCEPT, EVENT_CONNECT: RecordType.CONNECT,
+                _C["EVENT_UNACCEPTED"]: RecordType.UNACCEPTED,
+                _C["EVENT_CONNECT_FAILED"]: RecordType.CONNECT_FAILED}
 # what an operator calls the errors that end a connect's handshake
 _REASONS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout",
             errno.EHOSTUNREACH: "unreachable", errno.ENETUNREACH: "unreachable",
@@ -57,7 +51,8 @@ _REASONS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout",
 
 
 def failure_reason(err: int) -> str:
-    """Why a connect failed, from the socket's error (sk_err, an errno).
+    """Why a connect failed, from its errno (the socket's sk_err, or the
+    error tcp_v4/v6_connect() returned before any SYN).
 
     >>> failure_reason(111), failure_reason(0), failure_reason(99)
     ('refused', 'closed', 'EADDRNOTAVAIL')
@@ -66,8 +61,12 @@ def failure_reason(err: int) -> str:
 
 EVENT_EXEC = _C["EVENT_EXEC"]
 V6ONLY_UNKNOWN = _C["V6ONLY_UNKNOWN"]
-STAT_LOST = _C["STAT_LOST"]
-STAT_PENDING_FULL = _C["STAT_PENDING_FULL"]
+
+
+def stat_index(counter: str) -> int:
+    """The index in the kernel's `stats` map of the counter a
+    vocabulary.Drops field names: "lost" -> STAT_LOST's."""
+    return _C[f"STAT_{counter.upper()}"]
 
 
 class RawEvent(ctypes.Structure):
@@ -85,6 +84,7 @@ class RawEvent(ctypes.Structure):
         ("saddr", ctypes.c_uint8 * 16),
         ("daddr", ctypes.c_uint8 * 16),
         ("comm", ctypes.c_char * _C["COMM_LEN"]),
+        ("process", ctypes.c_char * _C["COMM_LEN"]),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("ts_ns", ctypes.c_uint64),
@@ -94,7 +94,7 @@ class RawEvent(ctypes.Structure):
 
 # struct event as one struct.unpack_from: several times faster per event than
 # reading RawEvent's fields through ctypes (tests check both layouts agree)
-EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16sHH4xQQ")
+EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16s16sHH4xQQ")
 
 
 class RawCmdline(ctypes.Structure):
@@ -111,13 +111,14 @@ class RawCmdline(ctypes.Structure):
 @dataclass(frozen=True)
 class Connection:
     """One new TCP connection as the kernel reported it."""
-    kind: Kind
+    kind: RecordType        # one of vocabulary.CONNECTION_TYPES
     time_ns: int            # Unix time, nanoseconds
     sk: int                 # kernel socket address: ties unaccepted to accept
     pid: int                # 0 when not known (unaccepted, before lookup)
     tid: int
     uid: int
-    comm: str
+    comm: str               # the thread's name
+    process: str            # the process's: its thread group leader's name
     netns: int
     cgroup_id: int
     sock_family: str        # "AF_INET" or "AF_INET6": the socket's family
@@ -170,9 +171,9 @@ def origin(data: bytes) -> bytes:
     and rport, so their records can be copied from one another.
 
     >>> a = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
-    ...                       80, 5000, 100, 1)
+    ...                       b"nginx", 80, 5000, 100, 1)
     >>> b = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
-    ...                       80, 5001, 200, 2)
+    ...                       b"nginx", 80, 5001, 200, 2)
     >>> origin(a) == origin(b), time_and_ports(b, 0)
     (True, (200, 80, 5001))
     """
@@ -193,7 +194,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     (time.time_ns() - time.monotonic_ns(), taken once at start).
 
     A mapped accept, 10.0.0.20:64702 -> [::ffff:10.0.0.12]:4243 on a
-    dual-stack listener, decodes to Connection(kind=Kind.ACCEPT,
+    dual-stack listener, decodes to Connection(kind=RecordType.ACCEPT,
     sock_family='AF_INET6', mapped=True, laddr='10.0.0.12', lport=4243,
     raddr='10.0.0.20', rport=64702, v6only=False, ...).
     """
@@ -202,7 +203,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         return ProcessArgs(a.pid, ctypes.string_at(ctypes.addressof(a) + RawCmdline.args.offset,
                                                    min(a.len, _C["CMDLINE_MAX"])), bool(a.truncated))
     (type_, v6only, family, pid, cgroup_id, tid, uid, netns, err, saddr, daddr, comm,
-     sport, dport, ts_ns, sk) = EVENT_STRUCT.unpack_from(data)
+     process, sport, dport, ts_ns, sk) = EVENT_STRUCT.unpack_from(data)
     if type_ == EVENT_EXEC:
         return ProcessGone(pid)
     kind = KIND_BY_TYPE.get(type_)
@@ -213,13 +214,13 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     return _connection({
         "kind": kind, "time_ns": ts_ns + wall_offset_ns,
         "sk": sk, "pid": pid, "tid": tid, "uid": uid,
-        "comm": _comm(comm),
+        "comm": _comm(comm), "process": _comm(process),
         "netns": netns, "cgroup_id": cgroup_id,
         "sock_family": FAMILY_NAMES.get(family) or str(family),
         "mapped": mapped,
         "laddr": laddr, "lport": sport, "raddr": raddr, "rport": dport,
         "v6only": None if v6only == V6ONLY_UNKNOWN else bool(v6only),
-        "reason": failure_reason(err) if kind is Kind.CONNECT_FAILED else None,
+        "reason": failure_reason(err) if kind is RecordType.CONNECT_FAILED else None,
     })
 
 
@@ -231,7 +232,7 @@ def _comm(raw: bytes) -> str:
 
 def _connection(fields: dict) -> Connection:
     """Connection(**fields), at half the cost.  A frozen dataclass's
-    __init__ sets its 16 fields one object.__setattr__ call at a time
+    __init__ sets its 18 fields one object.__setattr__ call at a time
     (2.3 us, the largest cost per event at 30,000 events/s); this sets the
     instance's __dict__ in one call (1.1 us) and gives an equal object
     (tests/unit/test_events.py compares them)."""

@@ -7,18 +7,21 @@ nobody accepted, the drop counters, detaching.
 Probe strategy: which kernel hooks feed the BPF program, and falling back.
 
 Modes, cheapest first (the order `auto` tries them):
-  kfunc       fexit on inet_csk_accept and tcp_v6_connect (BPF trampolines)
+  kfunc       fexit on inet_csk_accept, tcp_v4_connect and tcp_v6_connect
+              (BPF trampolines)
   kprobe      kprobe/kretprobe on the same functions
-  tracepoint  inet_sock_set_state (raw) and the syscalls' exit tracepoints,
-              for kernels with neither (no CONFIG_KPROBES, fentry refused)
-All modes share the tracepoints that catch what a function probe misses
-(see bpf/socktrace.bpf.c).
+  tracepoint  the accept system calls' exit tracepoints, for kernels with
+              neither (no CONFIG_KPROBES, fentry refused)
+All modes share the raw tracepoint inet_sock_set_state, which follows
+connects to the end of their handshake and catches what a function probe
+misses (see bpf/socktrace.bpf.c).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import enum
 import mmap
 import os
@@ -27,6 +30,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 from pathlib import Path
 
@@ -35,8 +39,9 @@ from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
-from .events import STAT_LOST, STAT_PENDING_FULL
+from .events import stat_index
 from .signals import Flag
+from .vocabulary import Drops
 
 
 class Mode(str, enum.Enum):
@@ -47,9 +52,9 @@ class Mode(str, enum.Enum):
 
 AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 
-RINGBUF_PAGES = 1024     # 4 MiB: ~40,000 events
+RINGBUF_PAGES = 1024     # 4 MiB: ~32,000 events (128 bytes each with the ring's header)
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
-PENDING_MAX = 65536      # connections between handshake and accept()
+PENDING_MAX = 65536      # each map's size: children between their clone and accept(), connects in flight
 FEXIT_TARGET = "inet_csk_accept"
 HALF_OPEN_MAX_NS = 60 * 10**9  # a pending entry whose handshake never completed
 
@@ -65,13 +70,6 @@ class KernelFilter:
     mapped_only: bool = False
     pid: int | None = None
     failed: bool = True      # report connects that fail (--no-failed: not)
-
-
-@dataclass(frozen=True)
-class Drops:
-    """The kernel's drop counters, totals since loading."""
-    lost: int                   # events the buffer had no room for
-    unaccepted_untracked: int   # queued connections the pending map had no room for
 
 
 class Probes:
@@ -102,7 +100,8 @@ class Probes:
         """Take out of the kernel's maps the children whose handshake
         completed at least `older_than_ns` ago and that no accept the
         probes saw took (0: all of them), as raw events: still queued, or
-        taken by an accept the probes missed (tracer.py tells them apart).
+        taken by an accept the probes missed (record_builder tells them
+        apart).
         Children whose handshake never completed go after
         HALF_OPEN_MAX_NS, silently."""
         pending, queued = self._bpf["pending"], self._bpf["queued"]
@@ -124,10 +123,14 @@ class Probes:
         return taken
 
     def drops(self) -> Drops:
+        """Each counter of Drops, summed over the CPUs from its own index in
+        the `stats` map (events.stat_index), the perf buffer's losses added."""
         stats = self._bpf["stats"]
-        perf_lost = self._events.lost if isinstance(self._events, _PerfEvents) else 0
-        return Drops(perf_lost + sum(stats[ctypes.c_int(STAT_LOST)]),
-                     sum(stats[ctypes.c_int(STAT_PENDING_FULL)]))
+        counts = {f.name: sum(stats[ctypes.c_int(stat_index(f.name))])
+                  for f in dataclasses.fields(Drops)}
+        if isinstance(self._events, _PerfEvents):
+            counts["lost"] += self._events.lost
+        return Drops(**counts)
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""
@@ -203,46 +206,29 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-# cflag name -> (struct, field path) in the running kernel
-_FIELDS = {
-    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
-    "OFF_SKC_NUM": ("sock", "__sk_common.skc_num"),
-    "OFF_SKC_DPORT": ("sock", "__sk_common.skc_dport"),
-    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
-    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
-    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
-    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
-    "OFF_SKC_NET": ("sock", "__sk_common.skc_net"),
-    "OFF_SK_UID": ("sock", "sk_uid"),
-    "OFF_SK_ERR": ("sock", "sk_err"),
-    "OFF_INET_SPORT": ("inet_sock", "inet_sport"),
-    "OFF_NET_INUM": ("net", "ns.inum"),
-    "OFF_TASK_FILES": ("task_struct", "files"),
-    "OFF_FILES_FDT": ("files_struct", "fdt"),
-    "OFF_FDT_MAX_FDS": ("fdtable", "max_fds"),
-    "OFF_FDT_FD": ("fdtable", "fd"),
-    "OFF_FILE_PRIVATE": ("file", "private_data"),
-    "OFF_SOCKET_SK": ("socket", "sk"),
-    "OFF_TASK_MM": ("task_struct", "mm"),
-    "OFF_MM_ARG_START": ("mm_struct", "arg_start"),
-    "OFF_MM_ARG_END": ("mm_struct", "arg_end"),
-}
+@lru_cache(maxsize=1)
+def kernel_fields() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """The fields bpf/kernel_fields.h lists, as (NAME, struct, field path):
+    those read at an offset, and the integers read with read_int().
 
-
-# read_int() name -> (struct, field path): integers of any width, bit-fields too
-_INT_FIELDS = {
-    "SKC_IPV6ONLY": ("sock", "__sk_common.skc_ipv6only"),
-    "SK_PROTOCOL": ("sock", "sk_protocol"),
-}
+    >>> fields, ints = kernel_fields()
+    >>> fields[0], ints[0]
+    (('SKC_FAMILY', 'sock', '__sk_common.skc_family'), ('SKC_IPV6ONLY', 'sock', '__sk_common.skc_ipv6only'))
+    """
+    text = (bpf_source_dir() / "kernel_fields.h").read_text()
+    found = re.findall(r"^KERNEL_(INT_)?FIELD\((\w+),\s*(\w+),\s*([\w.]+)\)", text, re.M)
+    return ([(n, st, p) for i, n, st, p in found if not i],
+            [(n, st, p) for i, n, st, p in found if i])
 
 
 def btf_defines(btf: BTF) -> dict[str, int]:
     """The -D values kernel_read.h needs, read from the kernel's BTF."""
-    d = {name: btf.field(struct, path).offset for name, (struct, path) in _FIELDS.items()}
+    fields, ints = kernel_fields()
+    d = {f"OFF_{name}": btf.field(struct, path).offset for name, struct, path in fields}
     # integer fields read with kernel_read.h's read_int(): skc_ipv6only is a
     # bit-field; sk_protocol is a u16 since Linux 5.6 and an 8-bit bit-field
     # before (https://github.com/torvalds/linux/commit/bf9765145b85)
-    for name, (struct, path) in _INT_FIELDS.items():
+    for name, struct, path in ints:
         f = btf.int_field(struct, path)
         d[f"OFF_{name}"], d[f"{name}_SHIFT"], d[f"{name}_MASK"] = f.offset, f.shift, f.mask
     d["ACCEPT_NARGS"] = btf.func_param_count("inet_csk_accept")

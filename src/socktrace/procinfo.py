@@ -1,27 +1,26 @@
-"""Process attribution: command line, user and cgroup of a pid, cached.
+"""Process attribution: command line, user and cgroup of a pid, cached;
+which processes hold which socket.
 
-The kernel gives pid, tid, comm and uid with each event, and the command
-line with the first event of each process (read from the process's memory,
-so it is right even for a process that exits or execs at once).  The cgroup
-comes from /proc once per process.  Everything stays cached until the kernel
-reports that the process exec'd or exited (EVENT_EXEC), so a busy server
-costs one lookup, not one per connection.  /proc is read directly rather than through psutil:
-it is three small files, psutil has no cgroup accessor and no public map from
-socket inode to process, and its /proc root is a process-wide global where
-this takes a parameter.
+The kernel gives pid, tid, the thread's and the process's names and uid
+with each event, and the command line with the first event of each
+process (read from the process's memory, so it is right even for a
+process that exits or execs at once).  The cgroup comes from /proc once
+per process.  Everything stays cached until the kernel reports that the
+process exec'd or exited (EVENT_EXEC), so a busy server costs one lookup,
+not one per connection.  /proc is read directly rather than through
+psutil: it is three small files, psutil has no cgroup accessor and no
+public map from socket inode to process, and its /proc root is a
+process-wide global where this takes a parameter.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Tuple
-
-from .classify import FAMILY_NAMES
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -180,53 +179,3 @@ def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:
                 if target.startswith("socket:["):
                     owners.setdefault(int(target[8:-1]), []).append(pid)
     return owners, hidden
-
-
-@dataclass(frozen=True)
-class Listening:
-    """A TCP listener of socktrace's network namespace and every process
-    holding it (forked workers share one)."""
-    sock_family: str
-    laddr: str
-    lport: int
-    pids: tuple[int, ...]
-
-
-def _tcp_sockets(states: int) -> Callable[[], list]:
-    from .kernel.sockdiag import dump_tcp
-
-    def dump():
-        return [d for fam in (socket.AF_INET6, socket.AF_INET) for d in dump_tcp(fam, states=states)]
-    return dump
-
-
-def listening_sockets(procfs: str = "/proc", listeners: Callable[[], list] | None = None
-                      ) -> list[Listening]:
-    """The TCP listeners of socktrace's network namespace, with their owners.
-
-    For a connection nobody accepted the kernel knows no owning process;
-    the listener's owners are the processes responsible for it."""
-    from .kernel.sockdiag import LISTEN
-    found = (listeners or _tcp_sockets(1 << LISTEN))()
-    if not found:
-        return []
-    owners, _ = socket_owners(procfs)
-    return [Listening(FAMILY_NAMES.get(d.family, str(d.family)), d.src, d.sport,
-                      tuple(sorted(set(owners.get(d.inode, ()))))) for d in found]
-
-
-Endpoints = Tuple[str, int, str, int]   # laddr, lport, raddr, rport (classify.address's text)
-
-
-def accepted_owners(procfs: str = "/proc", sockets: Callable[[], list] | None = None
-                    ) -> dict[Endpoints, tuple[int, ...]]:
-    """The connections of socktrace's network namespace that a process
-    holds (a socket inode: accepted), by their endpoints, with the pids
-    holding them.  A child still in its listener's queue has no inode."""
-    from .kernel.sockdiag import DEFAULT_STATES, LISTEN
-    found = [d for d in (sockets or _tcp_sockets(DEFAULT_STATES & ~(1 << LISTEN)))() if d.inode]
-    if not found:
-        return {}
-    owners, _ = socket_owners(procfs)
-    return {(d.src, d.sport, d.dst, d.dport): tuple(sorted(set(owners.get(d.inode, ()))))
-            for d in found}

@@ -25,15 +25,16 @@ from typing import Iterator, Protocol
 
 from .advice import advise
 from .classify import came_through
-from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, Kind, ProcessArgs, decode, origin, \
+from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, ProcessArgs, decode, origin, \
     time_and_ports
 from .filters import Filter
-from .procinfo import NO_PROCESS, Endpoints, Listening, ProcessInfo
-from .records import ConnectionRecord, DualStackSeen, SummaryRecord, connection_record, owner, \
+from .procinfo import NO_PROCESS, ProcessInfo
+from .records import ConnectionRecord, SummaryRecord, connection_record, dual_stack_record, owner, \
     record_like, summary_record
+from .snapshot import Snapshot
+from .vocabulary import UNACCEPTED, Drops, DualStackListeners, RecordType
 
 CHUNK = 64
-SERVED = frozenset(("accept", "unaccepted"))   # through a listener
 ORIGINS_MAX = 65536
 # events whose record depends on nothing but the event and the process cache
 _COPYABLE = frozenset((EVENT_ACCEPT, EVENT_CONNECT))
@@ -57,11 +58,11 @@ class RecordBuilder:
     >>> b = RecordBuilder(ProcessCache("/nonexistent", users=lambda uid: "root"))
     >>> mapped = lambda ip: bytes(10) + b"\\xff\\xff" + bytes(ip)
     >>> accept = EVENT_STRUCT.pack(EVENT_ACCEPT, 0, 10, 7, 0, 7, 0, 0, 0, mapped([10, 0, 0, 12]),
-    ...                            mapped([10, 0, 0, 20]), b"nginx", 80, 5000, 0, 1)
+    ...                            mapped([10, 0, 0, 20]), b"nginx", b"nginx", 80, 5000, 0, 1)
     >>> [(r["type"], r["pid"], r["process"], r["laddr"], r["lport"], r["mapped"])
     ...  for chunk in b.connections([accept]) for r in chunk]
     [('accept', 7, 'nginx', '10.0.0.12', 80, True)]
-    >>> b.summary(lost=0, unaccepted_untracked=0)["by_type"]
+    >>> b.summary(Drops())["by_type"]
     {'accept': 1}
     """
 
@@ -74,9 +75,7 @@ class RecordBuilder:
         self.own_netns = own_netns
         self.counts: Counter[str] = Counter()   # records passed on, by type
         self.mapped = 0
-        # the dual-stack listeners that served IPv4: (process, cmdline,
-        # port) -> [first pid, mapped connections], for the summary's advice
-        self.dual_stack: dict[tuple[str | None, str | None, int], list[int]] = {}
+        self.dual_stack = DualStackListeners()   # for the summary's advice
         # events.origin(raw) -> the record of its last connection
         self._by_origin: dict[bytes, ConnectionRecord] = {}
 
@@ -115,36 +114,35 @@ class RecordBuilder:
                 self._count(records)
                 yield records
 
-    def unaccepted(self, batch: list[bytes], listeners: list[Listening],
-                   accepted: dict[Endpoints, tuple[int, ...]] | None = None) -> list[ConnectionRecord]:
+    def unaccepted(self, batch: list[bytes], sockets: Snapshot) -> list[ConnectionRecord]:
         """The records of the children that no accept the probes saw took
-        (probes' take_unaccepted), in socktrace's network namespace:
+        (probes' take_unaccepted), looked up among the `sockets` of
+        socktrace's network namespace, listed after they were taken:
 
-        - those a process holds now (`accepted`, by endpoints) were taken
-          by an accept the probes missed: an `accept` record naming that
+        - those a process holds (a socket with an inode) were taken by an
+          accept the probes missed: an `accept` record naming that
           process, without a thread;
         - the others are `unaccepted`, attributed to the owners of their
-          listener among `listeners`: `pid` the first, `processes` every
-          one (nginx's master and workers share it)."""
+          listener: `pid` the first, `processes` every one (nginx's master
+          and workers share it)."""
         records = []
-        accepted = accepted or {}
+        held = {(s.laddr, s.lport, s.raddr, s.rport): s.pids for s in sockets.sockets
+                if s.inode and s.state != "LISTEN"}
         for data in batch:
             ev = decode(data, self.wall_offset_ns)
-            if type(ev) is not Connection or ev.kind is not Kind.UNACCEPTED:
+            if type(ev) is not Connection or ev.kind != UNACCEPTED:
                 continue
-            holders = accepted.get((ev.laddr, ev.lport, ev.raddr, ev.rport)) \
+            holders = held.get((ev.laddr, ev.lport, ev.raddr, ev.rport)) \
                 if ev.netns == self.own_netns else None
             if holders:
-                rec = self._record(dataclasses.replace(
-                    ev, kind=Kind.ACCEPT, pid=holders[0], tid=0,
-                    comm=self.processes.process(holders[0]).comm or ""))
+                rec = self._record(self._as_process(
+                    dataclasses.replace(ev, kind=RecordType.ACCEPT, tid=0), holders[0]))
                 if rec is not None:
                     records.append(rec)
                 continue
-            owners = self._listener_owners(ev, listeners)
+            owners = self._listener_owners(ev, sockets)
             if owners:
-                pid = owners[0]
-                ev = dataclasses.replace(ev, pid=pid, comm=self.processes.process(pid).comm or "")
+                ev = self._as_process(ev, owners[0])
             rec = self._record(ev)
             if rec is not None:
                 rec["processes"] = [owner(pid, self.processes.process(pid)) for pid in owners]
@@ -152,15 +150,13 @@ class RecordBuilder:
         self._count(records)
         return records
 
-    def summary(self, lost: int, unaccepted_untracked: int) -> SummaryRecord:
+    def summary(self, drops: Drops) -> SummaryRecord:
         """The counts, and the advice for each dual-stack listener that
         served IPv4 peers (asked now: whether its program is a Go one)."""
-        seen = [DualStackSeen(pid=pid, process=name, cmdline=cmdline, port=port, mapped=n,
-                              advice=advise(name, cmdline, port,
-                                            pid is not None and self.processes.is_go(pid)))
-                for (name, cmdline, port), (pid, n) in self.dual_stack.items()]
-        return summary_record(sum(self.counts.values()), self.mapped, lost, unaccepted_untracked,
-                              dict(self.counts), seen)
+        seen = [dual_stack_record(d, advise(d.process, d.cmdline, d.port,
+                                            d.pid is not None and self.processes.is_go(d.pid)))
+                for d in self.dual_stack.serving_ipv4()]
+        return summary_record(dict(self.counts), self.mapped, drops, seen)
 
     def _count(self, records: list[ConnectionRecord]) -> None:
         counts = self.counts
@@ -168,29 +164,29 @@ class RecordBuilder:
             counts[r["type"]] += 1
             if r["mapped"]:
                 self.mapped += 1
-                if r["type"] in SERVED:
-                    key = (r["process"], r["cmdline"], r["lport"])
-                    seen = self.dual_stack.get(key)
-                    if seen is None:
-                        self.dual_stack[key] = [r["pid"], 1]
-                    else:
-                        seen[1] += 1
+        self.dual_stack.add(records)
+
+    def _as_process(self, c: Connection, pid: int) -> Connection:
+        """`c` attributed to process `pid`, named as /proc names it (for
+        what the kernel saw in no process's context)."""
+        name = self.processes.process(pid).comm or ""
+        return dataclasses.replace(c, pid=pid, comm=name, process=name)
 
     def _record(self, c: Connection) -> ConnectionRecord | None:
         """The record of `c`, or None when a userspace filter drops it."""
-        proc = self.processes.process(c.pid) if c.pid else NO_PROCESS
-        if self._matches is not None and not self._matches(c, proc.comm):
+        if self._matches is not None and not self._matches(c):
             return None
+        proc = self.processes.process(c.pid) if c.pid else NO_PROCESS
         return connection_record(c, proc, self.processes.user(c.uid))
 
-    def _listener_owners(self, c: Connection, listeners: list[Listening]) -> tuple[int, ...]:
+    def _listener_owners(self, c: Connection, sockets: Snapshot) -> tuple[int, ...]:
         """The processes holding the listener `c` came through, found by
         the snapshot's rules (classify.came_through), in socktrace's own
         network namespace, the only one whose listeners it can list."""
         if c.netns != self.own_netns:
             return ()
-        for lst in listeners:
-            if lst.lport == c.lport and lst.pids and \
+        for lst in sockets.sockets:
+            if lst.state == "LISTEN" and lst.lport == c.lport and lst.owners and \
                     came_through(lst.sock_family, lst.laddr, c.sock_family, c.laddr):
                 return lst.pids
         return ()

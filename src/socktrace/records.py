@@ -14,13 +14,13 @@ from functools import lru_cache
 from typing import Dict, List, Optional, TypedDict, Union
 
 from .advice import Advice
-from .events import Connection, Kind
+from .events import Connection
 from .procinfo import ProcessInfo
-from . import snapshot
-from .snapshot import Sock
+from .snapshot import Owner, Sock
+from .vocabulary import CONNECT, CONNECT_FAILED, Drops, DualStackListener, RecordType
 
 
-class Owner(TypedDict):
+class OwnerRecord(TypedDict):
     """A process holding a socket."""
     pid: int
     comm: Optional[str]
@@ -39,12 +39,12 @@ class _Endpoints(TypedDict):
 
 
 class _Connection(_Endpoints):
-    type: str                  # accept, connect, unaccepted
+    type: str                  # vocabulary.CONNECTION_TYPES
     time: str                  # iso_time()
     pid: Optional[int]
     tid: Optional[int]
     comm: Optional[str]        # the thread's name, as the kernel saw it
-    process: Optional[str]     # the process's name (/proc/PID/comm), as netstat shows it
+    process: Optional[str]     # the process's name (its thread group leader's), as netstat shows it
     uid: int
     user: Optional[str]
     cmdline: Optional[str]
@@ -56,7 +56,7 @@ class _Connection(_Endpoints):
 class ConnectionRecord(_Connection, total=False):
     v6only: Optional[bool]     # accept and unaccepted only
     reason: str                # connect_failed only: refused, timeout, unreachable, reset, closed, or an errno name
-    processes: List[Owner]     # unaccepted only: every owner of the listener
+    processes: List[OwnerRecord]   # unaccepted only: every owner of the listener
 
 
 class _SocketListener(TypedDict):
@@ -65,7 +65,7 @@ class _SocketListener(TypedDict):
     v6only: Optional[bool]
     pid: Optional[int]
     comm: Optional[str]
-    processes: List[Owner]
+    processes: List[OwnerRecord]
 
 
 class _Socket(_Endpoints):
@@ -78,7 +78,7 @@ class _Socket(_Endpoints):
     user: Optional[str]
     netns: int
     inode: Optional[int]
-    processes: List[Owner]
+    processes: List[OwnerRecord]
 
 
 class SocketRecord(_Socket, total=False):
@@ -102,11 +102,13 @@ class LostRecord(TypedDict):
     unaccepted_untracked: int
 
 
-class DualStackSeen(TypedDict):
+class DualStackRecord(TypedDict):
     """A dual-stack listener that served IPv4 peers while socktrace ran,
-    as the summary names it: its process (None: not known), its port and
+    as the summary names it (vocabulary.DualStackListener): its process
+    (None: not known), every pid that took its connections, its port and
     the advice."""
     pid: Optional[int]
+    pids: List[int]
     process: Optional[str]
     cmdline: Optional[str]
     port: int
@@ -121,7 +123,7 @@ class SummaryRecord(TypedDict):
     lost: int
     unaccepted_untracked: int
     by_type: Dict[str, int]
-    dual_stack: List[DualStackSeen]
+    dual_stack: List[DualStackRecord]
 
 
 Record = Union[ConnectionRecord, SocketRecord, ReadyRecord, LostRecord, SummaryRecord]
@@ -143,11 +145,11 @@ def iso_time(time_ns: int) -> str:
 def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> ConnectionRecord:
     """The record of one connection.
 
-    For an unaccepted connection `c.pid`/`c.comm` are the listener owner's
-    (or 0/"" when no listener owner was found).  The process name is the
-    one /proc had, else the thread's when it is the main thread: a Java
-    server accepts on a thread named like "http-nio-8080-Acceptor" of a
-    process named "java".
+    For an unaccepted connection `c.pid`/`c.comm`/`c.process` are the
+    listener owner's (or 0/"" when no listener owner was found).  The
+    process name is the kernel's, taken with the event (a Java server
+    accepts on a thread named like "http-nio-8080-Acceptor" of a process
+    named "java"); `proc` (/proc) gives the command line and the cgroup.
     """
     rec: ConnectionRecord = {
         "type": c.kind.value,
@@ -155,7 +157,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         "pid": c.pid or None,
         "tid": c.tid or None,
         "comm": c.comm or None,
-        "process": proc.comm or (c.comm if c.tid == c.pid else None) or None,
+        "process": c.process or proc.comm or None,
         "uid": c.uid,
         "user": user,
         "cmdline": proc.cmdline,
@@ -169,9 +171,9 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         "raddr": c.raddr,
         "rport": c.rport,
     }
-    if c.kind is Kind.CONNECT_FAILED:
+    if c.kind == CONNECT_FAILED:
         rec["reason"] = c.reason
-    elif c.kind is not Kind.CONNECT:
+    elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec
 
@@ -192,27 +194,34 @@ def record_like(template: ConnectionRecord, time_ns: int, lport: int, rport: int
 
 def ready_record(probe: str, skipped: list[tuple[str, str]], offsets_from: str,
                  buffer: str) -> ReadyRecord:
-    return {"type": "ready", "probe": probe,
+    return {"type": RecordType.READY.value, "probe": probe,
             "skipped": {mode: reason for mode, reason in skipped},
             "offsets": offsets_from, "buffer": buffer}
 
 
-def lost_record(lost: int, pending_full: int) -> LostRecord:
-    return {"type": "lost", "lost": lost, "unaccepted_untracked": pending_full}
+def lost_record(drops: Drops) -> LostRecord:
+    return {"type": RecordType.LOST.value, "lost": drops.lost,
+            "unaccepted_untracked": drops.unaccepted_untracked}
 
 
-def summary_record(events: int, mapped: int, lost: int, pending_full: int,
-                   by_type: dict[str, int], dual_stack: list[DualStackSeen] | None = None
-                   ) -> SummaryRecord:
-    return {"type": "summary", "events": events, "mapped": mapped, "lost": lost,
-            "unaccepted_untracked": pending_full, "by_type": by_type,
-            "dual_stack": dual_stack or []}
+def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
+                   dual_stack: list[DualStackRecord] | None = None) -> SummaryRecord:
+    """The totals at exit: `events` counts every connection record
+    (vocabulary.CONNECTION_TYPES), `mapped` those with a mapped peer."""
+    return {"type": RecordType.SUMMARY.value, "events": sum(by_type.values()), "mapped": mapped,
+            "lost": drops.lost, "unaccepted_untracked": drops.unaccepted_untracked,
+            "by_type": by_type, "dual_stack": dual_stack or []}
 
 
-def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketRecord:
+def dual_stack_record(d: DualStackListener, advice: Advice) -> DualStackRecord:
+    return {"pid": d.pid, "pids": d.pids, "process": d.process, "cmdline": d.cmdline,
+            "port": d.port, "mapped": d.mapped, "advice": advice}
+
+
+def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value) -> SocketRecord:
     """One socket of `socktrace snapshot` (or, `type` "existing", one the
     tracer found at its start) with the tracer's field names."""
-    first = s.owners[0] if s.owners else None
+    first = s.first_owner
     rec: SocketRecord = {
         "type": type, "state": s.state,
         "pid": first.pid if first else None, "comm": first.comm if first else None,
@@ -225,7 +234,7 @@ def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketReco
     if s.state == "LISTEN":
         rec["v6only"] = s.v6only
     if s.listener:
-        lo = s.listener.owners[0] if s.listener.owners else None
+        lo = s.listener.first_owner
         rec["listener"] = {"laddr": s.listener.laddr, "lport": s.listener.lport,
                            "v6only": s.listener.v6only,
                            "pid": lo.pid if lo else None, "comm": lo.comm if lo else None,
@@ -234,11 +243,11 @@ def socket_record(s: Sock, user: str | None, type: str = "socket") -> SocketReco
     return rec
 
 
-def _owners(owners: tuple[snapshot.Owner, ...]) -> list[Owner]:
+def _owners(owners: tuple[Owner, ...]) -> list[OwnerRecord]:
     return [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline} for o in owners]
 
 
-def owner(pid: int, proc: ProcessInfo) -> Owner:
+def owner(pid: int, proc: ProcessInfo) -> OwnerRecord:
     """One process holding a socket, as records list them.
 
     >>> owner(500, ProcessInfo("nginx", "nginx: master process", None))

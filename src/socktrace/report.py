@@ -12,10 +12,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from .advice import Advice, advise
+from .advice import advise
 from .classify import protocol
+from .vocabulary import CONNECT, CONNECT_FAILED, CONNECTION_TYPES, DualStackListener, \
+    DualStackListeners, RecordType, process_name
 
-CONNECTION_TYPES = ("accept", "connect", "unaccepted", "connect_failed")
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 
 
@@ -65,29 +66,11 @@ class Process:
 
 
 @dataclass
-class Listener:
-    pid: int | None
-    comm: str | None
-    cmdline: str | None
-    port: int
-    mapped: int = 0           # IPv4 connections through the AF_INET6 socket
-    ipv6: int = 0             # native IPv6 connections on the same port
-    v6only: set = field(default_factory=set)
-    first: str = ""
-    last: str = ""
-
-    @property
-    def advice(self) -> Advice:
-        """From its name and command line: a log does not say whether the
-        program was a Go one."""
-        return advise(self.comm, self.cmdline, self.port)
-
-
-@dataclass
 class Report:
-    records: int = 0
+    records: int = 0          # connections (vocabulary.CONNECTIONS)
+    by_type: Counter = field(default_factory=Counter)   # every connection record
     processes: dict = field(default_factory=dict)
-    listeners: dict = field(default_factory=dict)
+    dual_stack: DualStackListeners = field(default_factory=DualStackListeners)
     mapped_clients: dict = field(default_factory=dict)   # processes connecting via ::ffff:
     peers: Counter = field(default_factory=Counter)
     by_protocol: Counter = field(default_factory=Counter)
@@ -106,21 +89,29 @@ def _seen(obj, time: str) -> None:
         obj.last = time
 
 
+def advice(lst: DualStackListener):
+    """The fix for a listener of a log, from its name and command line: a
+    log does not say whether the program was a Go one."""
+    return advise(lst.process, lst.cmdline, lst.port)
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> Report:
     r = Report()
     for rec in records:
         kind = rec["type"]
-        if kind == "summary":
+        if kind == RecordType.SUMMARY:
             r.lost += rec.get("lost", 0)
-        elif kind == "unwritten":
+        elif kind == RecordType.UNWRITTEN:
             r.unwritten += rec.get("records", 0)
         if kind not in CONNECTION_TYPES:
             continue
+        r.by_type[kind] += 1
+        r.dual_stack.add((rec,))
         proto = protocol(rec["sock_family"], rec["mapped"])
         # the process's name (logs before it had only the thread's): one
         # JVM, not one row per thread name
-        who = (rec["pid"], rec.get("process") or rec["comm"], rec.get("cmdline"))
-        if kind == "connect_failed":   # an attempt, not a connection
+        who = (rec["pid"], process_name(rec), rec.get("cmdline"))
+        if kind == CONNECT_FAILED:   # an attempt, not a connection
             r.failed[who + (rec["raddr"], rec["rport"], proto, rec.get("reason"))] += 1
             continue
         r.records += 1
@@ -131,41 +122,30 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
         _seen(p, rec["time"])
         _seen(r, rec["time"])
         r.peers[(rec["raddr"], proto)] += 1
-        if kind in ("accept", "unaccepted") and rec["sock_family"] == "AF_INET6":
-            key = who + (rec["lport"],)
-            lst = r.listeners.setdefault(key, Listener(*key))
-            if rec["mapped"]:
-                lst.mapped += 1
-            else:
-                lst.ipv6 += 1
-            if rec.get("v6only") is not None:
-                lst.v6only.add(rec["v6only"])
-            _seen(lst, rec["time"])
-        elif kind == "connect" and rec["mapped"]:
+        if kind == CONNECT and rec["mapped"]:
             c = r.mapped_clients.setdefault(who, Process(*who))
             c.by_type[kind] += 1
             _seen(c, rec["time"])
-    # a listener matters here when it serves IPv4 through mapping
-    r.listeners = {k: v for k, v in r.listeners.items() if v.mapped}
     return r
 
 
 def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
     return {
         "records": r.records, "first": r.first or None, "last": r.last or None,
-        "by_protocol": dict(r.by_protocol), "lost": r.lost, "unwritten": r.unwritten,
+        "by_type": dict(r.by_type), "by_protocol": dict(r.by_protocol), "lost": r.lost,
+        "unwritten": r.unwritten,
         "processes": [
             {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "by_type": dict(p.by_type),
              "by_protocol": dict(p.by_protocol), "first": p.first, "last": p.last}
             for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
         "dual_stack_listeners": [
-            {"pid": l.pid, "comm": l.comm, "cmdline": l.cmdline, "port": l.port,
+            {"pid": l.pid, "pids": l.pids, "comm": l.process, "cmdline": l.cmdline, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
-             "first": l.first, "last": l.last, "advice": l.advice}
-            for l in sorted(r.listeners.values(), key=lambda l: -l.mapped)],
+             "first": l.first, "last": l.last, "advice": advice(l)}
+            for l in r.dual_stack.serving_ipv4()],
         "mapped_clients": [
-            {"pid": c.pid, "comm": c.comm, "cmdline": c.cmdline, "connects": c.by_type["connect"],
+            {"pid": c.pid, "comm": c.comm, "cmdline": c.cmdline, "connects": c.by_type[CONNECT],
              "first": c.first, "last": c.last} for c in r.mapped_clients.values()],
         "top_peers": [{"addr": a, "protocol": p, "connections": n}
                       for (a, p), n in r.peers.most_common(top)],

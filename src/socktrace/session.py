@@ -6,12 +6,12 @@ turns them into its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import ContextManager, Iterator, List, Optional, Protocol, Tuple
 
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
@@ -22,17 +22,15 @@ from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
 from .output.logfile import LogFileError, LogWriter
-
-if TYPE_CHECKING:
-    from .output.metrics import DualStackListener, MetricsServer, MetricsSink
 from .output.sink import Sink
 from .output.table import TableSink
 from .output.tee import Tee
-from .probes import AUTO_ORDER, KernelFilter, Loader, Mode, ProbeError
+from .probes import AUTO_ORDER, KernelFilter, Loader, Mode, ProbeError, Probes
 from .procinfo import ProcessCache
 from .records import SocketRecord, socket_record
 from .signals import Flag, set_on
 from .tracer import Tracer
+from .vocabulary import RecordType
 
 
 class SessionError(Exception):
@@ -54,7 +52,7 @@ class TraceOptions:
     rotate_gzip: bool = False
     fsync: str = "interval"
     quiet: bool = False
-    duration: Optional[float] = None
+    duration: Optional[float] = None   # seconds of tracing, from the `ready` record
     snapshot: bool = True
     failed: bool = True       # report failed connects
     metrics: Optional[Tuple[str, int]] = None   # --metrics: (address, port)
@@ -70,114 +68,124 @@ class App:
     trace: Optional[TraceOptions] = None
 
 
-def trace(app: App) -> None:
+class Kernel(Protocol):
+    """Where the probes come from: bcc and this kernel (BccKernel), or a
+    test's stand-in."""
+
+    def check(self) -> None:
+        """Raise SessionError if tracing cannot start here at all."""
+
+    def probes(self, opts: TraceOptions) -> ContextManager[Probes]:
+        """Loaded and attached probes, closed (detached, unloaded) on exit;
+        SessionError with the reason when none load."""
+
+
+class BccKernel:
+    """The BPF program, compiled by bcc and loaded into the running kernel."""
+
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            raise SessionError("socktrace needs root to load BPF programs: run it with sudo")
+
+    @contextlib.contextmanager
+    def probes(self, opts: TraceOptions) -> Iterator[Probes]:
+        pids = opts.filter.pid
+        try:
+            bcc = import_bcc()
+            ensure_mounted()
+            loader = Loader(bcc, KernelFilter(opts.filter.mapped_only,
+                                              next(iter(pids)) if len(pids) == 1 else None,
+                                              failed=opts.failed),
+                            tracefs=tracefs_root(), buffer=opts.buffer,
+                            buffer_pages=opts.buffer_pages)
+        except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
+            raise SessionError(str(exc)) from None
+        with contextlib.ExitStack() as stack:
+            stack.callback(loader.close)
+            modes = AUTO_ORDER if opts.probe == "auto" else (Mode(opts.probe),)
+            try:
+                probes = loader.load_first(modes)
+            except ProbeError as exc:
+                raise SessionError(str(exc)) from None
+            stack.callback(probes.close)
+            compiler_memory.release()  # LLVM and clang: 83 of 140 MB RSS (kernel/compiler_memory.py)
+            yield probes
+
+
+def trace(app: App, kernel: Kernel = BccKernel()) -> None:
     """Trace with app.trace's options until app.stop is set (Ctrl-C,
-    SIGTERM, --duration)."""
+    SIGTERM) or --duration has passed since tracing began.
+
+    The session owns the outputs' lifetime: they are opened before the
+    probes and closed after them, each exactly once, whether the run ends
+    normally, by a signal or by an error."""
     opts = app.trace or TraceOptions()
-    if os.geteuid() != 0:
-        raise SessionError("socktrace needs root to load BPF programs: run it with sudo")
+    kernel.check()
     set_on(app.reopen, signal.SIGHUP)
     try:
         known_apps()   # read now: the summary at exit needs it, and a broken file fails first
     except AppsFileError as exc:
         raise SessionError(str(exc)) from None
-    try:
-        # the log file first: a path that cannot be written fails before
-        # anything is loaded into the kernel
-        log = LogWriter(opts.output, opts.rotate_size, opts.rotate_keep,
-                        opts.rotate_gzip, opts.fsync) if opts.output else None
-    except LogFileError as exc:
-        raise SessionError(str(exc)) from None
-    try:
-        # then the metrics' port: in use or not bindable fails before any probe
-        metrics = _metrics(opts.metrics) if opts.metrics else None
-    except SessionError:
-        if log:
-            log.close()
-        raise
-    try:
-        bcc = import_bcc()
-        ensure_mounted()
-        pids = opts.filter.pid
-        loader = Loader(bcc, KernelFilter(opts.filter.mapped_only,
-                                          next(iter(pids)) if len(pids) == 1 else None,
-                                          failed=opts.failed),
-                        tracefs=tracefs_root(), buffer=opts.buffer, buffer_pages=opts.buffer_pages)
-    except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
-        if log:
-            log.close()
-        if metrics:
-            metrics[1].close()
-        raise SessionError(str(exc)) from None
-    if opts.duration:
-        timer = threading.Timer(opts.duration, app.stop.set)
-        timer.daemon = True
-        timer.start()
-    modes = AUTO_ORDER if opts.probe == "auto" else (Mode(opts.probe),)
-    try:
-        try:
-            probes = loader.load_first(modes)
-        except ProbeError as exc:
-            raise SessionError(str(exc)) from None
-        compiler_memory.release()  # LLVM and clang: 83 of 140 MB RSS (kernel/compiler_memory.py)
-        sink = Tee(*_sinks(opts, log), *([metrics[0]] if metrics else []))
+    with contextlib.ExitStack() as stack:
+        # the outputs first: a log path that cannot be written or a metrics
+        # port in use fails before anything is loaded into the kernel
+        sink = open_outputs(opts)
+        stack.callback(sink.close)
+        probes = stack.enter_context(kernel.probes(opts))
         try:
             if opts.snapshot:
                 sink.existing(existing_records(opts.filter))
             Tracer(probes, sink, opts.filter, unaccepted_after=opts.unaccepted_after).run(
-                app.stop, app.reopen)
+                app.stop, app.reopen, duration=opts.duration)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
             probes.detach()
-            # nothing more can reach the reader; keep Python's exit flush quiet
+            # nothing more can reach the reader; keep the outputs' last
+            # flush and Python's at exit quiet
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        finally:
-            probes.close()
-    finally:
-        loader.close()
-        if log:
-            log.close()
-        if metrics:
-            metrics[1].close()
 
 
-def _metrics(where: Tuple[str, int]) -> Tuple["MetricsSink", "MetricsServer"]:
-    """--metrics: the counters and their server, bound and serving
-    (prometheus_client is imported only then: 40 ms of every start)."""
-    from .output.metrics import Collector, MetricsServer, MetricsSink
-    sink = MetricsSink()
+def open_outputs(opts: TraceOptions) -> Tee:
+    """The outputs `opts` asks for, as one sink; on an error, those opened
+    already are closed again."""
+    with contextlib.ExitStack() as opened:
+        sinks: List[Sink] = []
+
+        def add(sink: Sink) -> None:
+            opened.callback(sink.close)
+            sinks.append(sink)
+
+        if not opts.quiet:
+            add(JsonSink(sys.stdout) if opts.json else TableSink(sys.stdout, sys.stderr))
+        if opts.output:
+            try:
+                log = LogWriter(opts.output, opts.rotate_size, opts.rotate_keep,
+                                opts.rotate_gzip, opts.fsync)
+            except LogFileError as exc:
+                raise SessionError(str(exc)) from None
+            add(JsonSink(log, owns=True))
+        if opts.metrics:
+            add(_metrics(opts.metrics))
+        opened.pop_all()
+    return Tee(*sinks)
+
+
+def _metrics(where: Tuple[str, int]) -> Sink:
+    """--metrics: the counters, served (prometheus_client is imported only
+    then: 40 ms of every start)."""
+    from .output.metrics import MetricsSink
     try:
-        server = MetricsServer(*where, Collector(sink, dual_stack_listeners))
+        return MetricsSink.serving(*where, lambda: snapshot_mod.take([None], ProcessCache()))
     except OSError as exc:
         addr, port = where
         shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
         raise SessionError(f"--metrics {shown}: {exc.strerror or exc}") from None
-    server.start()
-    return sink, server
-
-
-def dual_stack_listeners() -> List["DualStackListener"]:
-    """The dual-stack listeners of this network namespace now, with the
-    IPv4 connections each carries (for the metrics' gauges)."""
-    from .output.metrics import DualStackListener
-    snap = snapshot_mod.take([None], ProcessCache())
-    return [DualStackListener(s.lport, (s.owners[0].comm if s.owners else None) or "?",
-                              sum(c.mapped for c in snap.carried_by(s)))
-            for s in snap.sockets if s.dual_stack]
-
-
-def _sinks(opts: TraceOptions, log: LogWriter | None) -> list[Sink]:
-    sinks: list[Sink] = [] if opts.quiet else [
-        JsonSink(sys.stdout) if opts.json else TableSink(sys.stdout, sys.stderr)]
-    if log:
-        sinks.append(JsonSink(log))
-    return sinks
 
 
 def existing_records(flt: Filter) -> list[SocketRecord]:
     """Before tracing: the mapped connections that already exist."""
     cache = ProcessCache()
     snap = snapshot_mod.take([None], cache)
-    return [socket_record(s, cache.user(s.uid), "existing") for s in snap.sockets
+    return [socket_record(s, cache.user(s.uid), RecordType.EXISTING.value) for s in snap.sockets
             if s.mapped and s.state != "LISTEN" and flt.matches_socket(s)]
 
 
@@ -194,7 +202,7 @@ def take_snapshot(namespaces: list[str | None], flt: Filter
     records = [socket_record(s, cache.user(s.uid)) for s in socks]
     for s, rec in zip(socks, records):
         if s.dual_stack:
-            first = s.owners[0] if s.owners else None
+            first = s.first_owner
             rec["advice"] = advise(first.comm if first else None, first.cmdline if first else None,
                                    s.lport, first is not None and cache.is_go(first.pid))
     return snap, socks, records

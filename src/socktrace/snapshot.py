@@ -36,6 +36,10 @@ class Listener:
     v6only: bool | None
     owners: tuple[Owner, ...]
 
+    @property
+    def first_owner(self) -> Owner | None:
+        return self.owners[0] if self.owners else None
+
 
 class Sock(NamedTuple):
     """One socket, classified (a NamedTuple: 20,000 of them build in half
@@ -66,6 +70,11 @@ class Sock(NamedTuple):
     @property
     def pids(self) -> tuple[int, ...]:
         return tuple(o.pid for o in self.owners)
+
+    @property
+    def first_owner(self) -> Owner | None:
+        """The process a one-process view names (netstat's PID/Program)."""
+        return self.owners[0] if self.owners else None
 
 
 @dataclass

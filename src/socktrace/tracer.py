@@ -2,10 +2,11 @@
 the records to the sink.  Thin: the kernel side is probes.Probes, records
 are record_builder.RecordBuilder's, outputs are sinks (output/sink.py).
 
-Runs until `stop` is set (SIGINT/SIGTERM).  Once a second it reports the
-connections left unaccepted in the kernel and any events the kernel could
-not submit.  At stop it detaches the probes first, then drains what is
-already buffered, so nothing that reached the buffer is lost.
+Runs until `stop` is set (SIGINT/SIGTERM) or a duration has passed since
+it said `ready`.  Once a second it reports the connections left
+unaccepted in the kernel and any events the kernel could not submit.  At
+stop it detaches the probes first, then drains what is already buffered,
+so nothing that reached the buffer is lost.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from . import snapshot
 from .filters import Filter
 from .kernel.netns import ns_inode
 from .output.sink import Sink
-from .probes import Drops, Probes
-from .procinfo import Endpoints, Listening, ProcessCache, accepted_owners, listening_sockets
+from .probes import Probes
+from .procinfo import ProcessCache
 from .record_builder import RecordBuilder
 from .records import lost_record, ready_record
 from .signals import Flag
+from .vocabulary import Drops
 
 POLL_MS = 100
 HOUSEKEEPING_S = 1.0
@@ -30,8 +33,7 @@ class Tracer:
     def __init__(self, probes: Probes, sink: Sink, flt: Filter = Filter(),
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
-                 find_listeners: Callable[[], list[Listening]] = listening_sockets,
-                 find_accepted: Callable[[], dict[Endpoints, tuple[int, ...]]] = accepted_owners,
+                 sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take([None]),
                  own_netns: int | None = None):
         self.probes = probes
         self.sink = sink
@@ -39,9 +41,8 @@ class Tracer:
             cache or ProcessCache(), flt, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
             own_netns=own_netns if own_netns is not None else ns_inode("/proc/self/ns/net"))
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
-        self.find_listeners = find_listeners
-        self.find_accepted = find_accepted
-        self._reported_drops = Drops(0, 0)
+        self.sockets = sockets   # this network namespace's sockets now, with their processes
+        self._reported_drops = Drops()
 
     def _connections(self, batch: list[bytes]) -> None:
         for records in self.builder.connections(batch):
@@ -53,7 +54,7 @@ class Tracer:
         took; the sockets are listed once a sweep, when there are any."""
         taken = self.probes.take_unaccepted(0 if everything else self.unaccepted_after_ns)
         if taken:
-            records = self.builder.unaccepted(taken, self.find_listeners(), self.find_accepted())
+            records = self.builder.unaccepted(taken, self.sockets())
             if records:
                 self.sink.connections(records)
 
@@ -61,20 +62,30 @@ class Tracer:
         drops = self.probes.drops()
         if drops != self._reported_drops:
             self._reported_drops = drops
-            self.sink.lost(lost_record(drops.lost, drops.unaccepted_untracked))
+            self.sink.lost(lost_record(drops))
         return drops
 
-    def run(self, stop: Flag, reopen: Flag | None = None) -> None:
-        """Trace until `stop` is set; reopen the outputs' files when
+    def run(self, stop: Flag, reopen: Flag | None = None, duration: float | None = None) -> None:
+        """Trace until `stop` is set or, given a `duration`, that many
+        seconds after `ready` (every probe attached: the whole window is
+        traced however long loading took); reopen the outputs' files when
         `reopen` is set (SIGHUP)."""
         events = self.probes.events(stop)
         p = self.probes
         self.sink.ready(ready_record(
             p.mode.value, [(m.value, r) for m, r in p.skipped], p.offsets_from,
             "ring buffer" if p.ringbuf else "perf buffer"))
-        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        now = time.monotonic()
+        deadline = now + duration if duration else None
+        next_housekeeping = now + HOUSEKEEPING_S
         while not stop.is_set():
-            self._connections(events.poll(POLL_MS))
+            wait_ms = POLL_MS
+            if deadline is not None:
+                left_ms = (deadline - time.monotonic()) * 1000
+                if left_ms <= 0:
+                    break
+                wait_ms = min(POLL_MS, max(1, int(left_ms)))
+            self._connections(events.poll(wait_ms))
             self.sink.flush()
             if reopen is not None and reopen.is_set():
                 reopen.clear()
@@ -90,5 +101,4 @@ class Tracer:
         self.probes.detach()
         self._connections(drain())
         self.sweep_unaccepted(everything=True)
-        drops = self.check_lost()
-        self.sink.summary(self.builder.summary(drops.lost, drops.unaccepted_untracked))
+        self.sink.summary(self.builder.summary(self.check_lost()))

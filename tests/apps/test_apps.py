@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
 from approot import AppRoot  # noqa: E402
 from helpers import SOCKTRACE, Socktrace  # noqa: E402
 from socktrace import __version__ as socktrace_version  # noqa: E402
-from socktrace.advice import App, known_apps  # noqa: E402
+from socktrace.advice import KnownApp, known_apps  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.matrix("apps", "servers")]
 
@@ -55,7 +55,7 @@ APPS = {a.name: a for a in known_apps()}
 ADDRESS = "127.0.0.1"
 
 
-def fixed(app: App, text: str, port: int) -> str:
+def fixed(app: KnownApp, text: str, port: int) -> str:
     """`text` with the entry's change made exactly as the advice words it:
     its `change` in place of its `replaces`."""
     old, new = app.replaces.format(port=port), app.change.format(port=port)
@@ -63,7 +63,7 @@ def fixed(app: App, text: str, port: int) -> str:
     return text.replace(old, new)
 
 
-def apply_fix(root, app: App, inside: str, port: int) -> None:
+def apply_fix(root, app: KnownApp, inside: str, port: int) -> None:
     """The entry's change made in the file `inside` the servers' tree."""
     path = root.path(inside)
     path.write_text(fixed(app, path.read_text(), port))
@@ -141,7 +141,7 @@ def run_socktrace(*args: str) -> str:
     return r.stdout
 
 
-def assert_dual_stack(t: Trial, app: App, process: str, port: int, in_report: bool = True) -> None:
+def assert_dual_stack(t: Trial, app: KnownApp, process: str, port: int, in_report: bool = True) -> None:
     """IPv4 came MAPPED through the AF_INET6 socket, IPv6 native; every
     output names the application's fix, worded for the port."""
     v4, v6 = t.accepts["ipv4"], t.accepts["ipv6"]
@@ -277,7 +277,7 @@ server.listen({port});
 """
 
 
-def prove_program(root, app: App, port: int, inside: str, source: str, *command: str) -> None:
+def prove_program(root, app: KnownApp, port: int, inside: str, source: str, *command: str) -> None:
     """A program's listening code as operators write it (dual-stack), then
     with the entry's change made in it."""
     root.path(inside).write_text(source.replace("{port}", str(port)))

@@ -11,6 +11,12 @@
                             {"done": N} and then {"ports": [its local ports]}
   connect-exec PORT         connect, then exec itself to connect again
   evil-connect PORT         rename itself with terminal escapes, connect
+  fork-serve W PER          listen (dual-stack), fork W workers that accept PER
+                            connections each; print {"port", "workers"}, and
+                            each worker {"worker", "accepted"} when done
+  thread-accept-exit        listen (dual-stack), print {"port", "process"}; a
+                            thread named "acceptor" accepts one connection and
+                            the process exits at once
 """
 
 import json
@@ -94,6 +100,34 @@ def main(role, *args):
         c = socket.create_connection(("127.0.0.1", int(args[0])))
         say(port=c.getsockname()[1])
         sys.stdin.read()
+    elif role == "fork-serve":
+        workers, per = int(args[0]), int(args[1])
+        ls = listener()
+        pids = []
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:   # a worker, as a preforking server's (same command line)
+                import ctypes
+                ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG: SIGKILL with its parent
+                for _ in range(per):
+                    ls.accept()[0].close()
+                say(worker=os.getpid(), accepted=per)
+                sys.stdin.read()
+                os._exit(0)
+            pids.append(pid)
+        say(port=ls.getsockname()[1], workers=pids)
+        sys.stdin.read()
+    elif role == "thread-accept-exit":
+        import ctypes
+        import threading
+        ls = listener()
+        say(port=ls.getsockname()[1], process=open("/proc/self/comm").read().strip())
+
+        def acceptor():
+            ctypes.CDLL(None).prctl(15, b"acceptor", 0, 0, 0)   # PR_SET_NAME: this thread
+            ls.accept()
+            os._exit(0)   # gone before anything could read /proc
+        threading.Thread(target=acceptor).start()
     else:
         raise SystemExit(f"unknown role {role}")
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import SOCKTRACE, Socktrace, burst
+from helpers import SOCKTRACE, Socktrace, burst, listener
 
 
 def read_lines(path):
@@ -201,6 +201,58 @@ def test_duration_stops_cleanly(tmp_path):
     assert r.returncode == 0 and r.stderr == ""
     assert json.loads(r.stdout.splitlines()[-1])["type"] == "summary"
     assert time.monotonic() - t < 30
+
+
+def bpf_program_loaded(pid):
+    """Whether process `pid` holds a BPF program (its fdinfo says prog_type)."""
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            if "prog_type:" in open(f"/proc/{pid}/fdinfo/{fd}").read():
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_duration_counts_from_ready_however_slow_the_start():
+    """--duration SECONDS is that long of tracing: counted from `ready`
+    (every probe attached), not from the start of a start that can take
+    seconds (a VM, a busy host).  Here the start is made slow for real: the
+    process is stopped for 3 s once its BPF program is loaded, before it is
+    attached.  A connection made just before the end is still reported."""
+    duration = 4.0
+    ls = listener(v6only=0)
+    port = ls.getsockname()[1]
+    proc = subprocess.Popen([SOCKTRACE, "--probe", "tracepoint", "--json", "--no-snapshot",
+                             "-P", str(port), "--duration", str(duration)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not bpf_program_loaded(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(3)
+        proc.send_signal(signal.SIGCONT)
+        assert json.loads(proc.stdout.readline())["type"] == "ready"
+        ready = time.monotonic()
+        time.sleep(duration - 0.7)
+        c = socket.create_connection(("127.0.0.1", port))
+        a, _ = ls.accept()
+        out, err = proc.communicate(timeout=60)
+        ended = time.monotonic()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ls.close()
+    assert proc.returncode == 0 and err == ""
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["type"] for r in records] == ["connect", "accept", "summary"]
+    assert records[1]["rport"] == c.getsockname()[1]
+    assert ended - ready >= duration - 0.1
+    c.close()
+    a.close()
 
 
 def test_report_on_a_real_log(tmp_path, peer):

@@ -340,3 +340,24 @@ def test_lost_events_in_every_output(run, peer, mode):
         assert r.err == []
     # several outputs at once: the same reports in each
     assert len(set(map(repr, reported.values()))) == 1, reported
+
+
+def test_a_process_gone_at_once_is_named_by_the_kernel(run, peer):
+    """A python3 whose thread named "acceptor" accepts and which exits at
+    once, before socktrace could read /proc: the table shows PID/python3,
+    as netstat would have, not the thread's name; the log has both."""
+    server = peer("thread-accept-exit")
+    info = server.read()
+    port, name = info["port"], info["process"]
+    r = run("table+log", "-P", str(port), "--no-snapshot")
+    client = socket.create_connection(("127.0.0.1", port))
+    assert server.proc.wait(30) == 0          # gone right after its accept
+    client.close()
+    r.wait(lambda: any(" accept " in l for l in r.out))
+    assert r.stop() == 0
+    _, rows = r.table()
+    [accept] = [split_row(l) for l in rows if " accept " in l]
+    assert accept[2] == f"{server.pid}/{name}"[:20]
+    [rec] = [x for x in r.json_outputs()["log"] if x["type"] == "accept"]
+    assert (rec["pid"], rec["process"], rec["comm"]) == (server.pid, name, "acceptor")
+    assert rec["tid"] != server.pid

@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from socktrace.events import (Connection, Kind, ProcessArgs, ProcessGone, RawCmdline,
+from socktrace.events import (Connection, ProcessArgs, ProcessGone, RawCmdline,
                               RawEvent, decode, parse_defines)
+from socktrace.vocabulary import RecordType
 from socktrace.classify import address as format_addr
 from socktrace.kernel.sources import bpf_source_dir
 
@@ -42,11 +43,11 @@ def test_python_mirrors_match_the_c_structs(tmp_path, mirror, struct):
 
 
 def test_decode_mapped_accept():
-    c = decode(raw(), wall_offset_ns=1_700_000_000 * 10**9)
+    c = decode(raw(comm=b"http-nio-4243-A", process=b"java"), wall_offset_ns=1_700_000_000 * 10**9)
     assert c.time == datetime(2023, 11, 14, 22, 13, 21, tzinfo=timezone.utc)
     assert c == Connection(
-        kind=Kind.ACCEPT, time_ns=1_700_000_001 * 10**9,
-        sk=0xffff888012345678, pid=31307, tid=31308, uid=0, comm="java",
+        kind=RecordType.ACCEPT, time_ns=1_700_000_001 * 10**9,
+        sk=0xffff888012345678, pid=31307, tid=31308, uid=0, comm="http-nio-4243-A", process="java",
         netns=4026531840, cgroup_id=0, sock_family="AF_INET6", mapped=True,
         laddr="10.0.0.12", lport=4243, raddr="10.0.0.20", rport=64702, v6only=False)
     assert c.peer_is_ipv4
@@ -66,7 +67,7 @@ def test_decoded_connection_is_a_normal_frozen_dataclass():
 def test_decode_native_ipv6_connect_has_no_v6only():
     c = decode(raw("connect", saddr="2001:db8::1", daddr="2001:db8::2", v6only=0xff), 0)
     assert (c.kind, c.sock_family, c.mapped, c.laddr, c.raddr, c.v6only) == \
-        (Kind.CONNECT, "AF_INET6", False, "2001:db8::1", "2001:db8::2", None)
+        (RecordType.CONNECT, "AF_INET6", False, "2001:db8::1", "2001:db8::2", None)
     assert not c.peer_is_ipv4
 
 

@@ -4,8 +4,11 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from socktrace.output.metrics import Collector, DualStackListener, MetricsSink
+from socktrace.output.metrics import Collector, MetricsSink
 from socktrace.output.sink import Sink
+from socktrace.snapshot import Listener
+
+from socks import sock, sockets
 
 
 def rec(type_="accept", process="java", mapped=True, family="AF_INET6", lport=4243, v6only=False):
@@ -29,7 +32,15 @@ def test_counters_labels_and_gauges():
                                                            lport=80, v6only=None),
                       rec("connect", "curl", False, "AF_INET", 40000, None)])
     sink.lost({"type": "lost", "lost": 3, "unaccepted_untracked": 1})
-    got = scrape(Collector(sink, lambda: [DualStackListener(4243, "java", 2)]))
+    # now: java's dual-stack listener carries two IPv4 connections and one
+    # IPv6 one; an AF_INET listener and a v6only one are no dual-stack ones
+    via = Listener("::", 4243, False, ())
+    now = sockets(sock("::", 4243, (7,), comm="java"),
+                  *[sock("10.0.0.1", 4243, (7,), state="ESTABLISHED", raddr="10.0.0.2", rport=p,
+                         mapped=True, listener=via) for p in (1, 2)],
+                  sock("::1", 4243, (7,), state="ESTABLISHED", raddr="::1", rport=3, listener=via),
+                  sock("0.0.0.0", 80, (8,), family="AF_INET", comm="nginx"))
+    got = scrape(Collector(sink, lambda: now))
     assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
                                                 ("family", "ipv4_mapped")))] == 2
     assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
@@ -40,7 +51,14 @@ def test_counters_labels_and_gauges():
                                                     ("v6only", "false")))] == 3
     assert got[("socktrace_accepts_by_port_total", (("comm", "nginx"), ("port", "80"),
                                                     ("v6only", "none")))] == 1
+    # the summary's dual_stack, by port and name: IPv4 through the listener
+    assert got[("socktrace_dual_stack_ipv4_connections_total", (("comm", "java"),
+                                                               ("port", "4243")))] == 2
+    assert not [k for k in got if k[0] == "socktrace_dual_stack_ipv4_connections_total"
+                and ("comm", "nginx") in k[1]]
     assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))] == 1
+    assert [k for k in got if k[0] == "socktrace_dual_stack_listener"] == [
+        ("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))]
     assert got[("socktrace_dual_stack_mapped_connections", (("comm", "java"), ("port", "4243")))] == 2
     assert got[("socktrace_events_lost_total", ())] == 3
     assert got[("socktrace_unaccepted_untracked_total", ())] == 1
@@ -62,7 +80,7 @@ def test_the_listeners_are_listed_at_most_every_max_age():
 
     def listeners():
         calls.append(now[0])
-        return []
+        return sockets()
     c = Collector(MetricsSink(), listeners, max_age=10, clock=lambda: now[0])
     for t in (0, 1, 9.9, 10, 15, 20.5):
         now[0] = t

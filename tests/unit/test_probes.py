@@ -3,15 +3,16 @@
 import ctypes
 import time
 
-from socktrace.events import STAT_LOST, STAT_PENDING_FULL, RawEvent
-from socktrace.probes import Drops, Mode, Probes
+from socktrace.events import RawEvent, stat_index
+from socktrace.probes import Mode, Probes
+from socktrace.vocabulary import Drops
 
 from rawevents import raw
 
 
 class PerCpu:
     def __init__(self):
-        self.values = {STAT_LOST: [0, 0], STAT_PENDING_FULL: [0, 0]}
+        self.values = {stat_index("lost"): [0, 0], stat_index("unaccepted_untracked"): [0, 0]}
 
     def __getitem__(self, key):
         return self.values[key.value]
@@ -75,6 +76,6 @@ def test_handshake_in_progress_is_not_taken_and_dropped_after_a_minute():
 def test_drop_counters_summed_over_cpus():
     p = probes()
     assert p.drops() == Drops(0, 0)
-    p._bpf["stats"].values[STAT_LOST] = [3, 4]
-    p._bpf["stats"].values[STAT_PENDING_FULL] = [0, 2]
-    assert p.drops() == Drops(7, 2)
+    p._bpf["stats"].values[stat_index("lost")] = [3, 4]
+    p._bpf["stats"].values[stat_index("unaccepted_untracked")] = [0, 2]
+    assert p.drops() == Drops(lost=7, unaccepted_untracked=2)

@@ -1,7 +1,4 @@
-from collections import namedtuple
-
-from socktrace.procinfo import (NO_PROCESS, Listening, ProcessCache, ProcessInfo, listening_sockets,
-                                socket_owners)
+from socktrace.procinfo import NO_PROCESS, ProcessCache, ProcessInfo, socket_owners
 
 
 def fake_proc(root, pid, comm, argv, cgroup="0::/user.slice\n"):
@@ -53,18 +50,13 @@ def fake_fd(root, pid, fd, target):
     (d / str(fd)).symlink_to(target)
 
 
-def test_socket_owners_and_listener_pids(tmp_path):
+def test_socket_owners(tmp_path):
     fake_fd(tmp_path, 7, 3, "socket:[100]")
     fake_fd(tmp_path, 8, 4, "socket:[100]")       # shared after fork
     fake_fd(tmp_path, 8, 5, "/dev/null")
     fake_fd(tmp_path, 9, 3, "socket:[200]")
     owners, hidden = socket_owners(str(tmp_path))
     assert ({k: sorted(v) for k, v in owners.items()}, hidden) == ({100: [7, 8], 200: [9]}, 0)
-    Listen = namedtuple("Listen", "family src sport inode")
-    listeners = lambda: [Listen(10, "::", 8080, 100), Listen(2, "0.0.0.0", 22, 200)]
-    assert listening_sockets(str(tmp_path), listeners) == [
-        Listening("AF_INET6", "::", 8080, (7, 8)), Listening("AF_INET", "0.0.0.0", 22, (9,))]
-    assert listening_sockets(str(tmp_path), lambda: []) == []
 
 
 def test_kernel_command_line_wins_over_proc(tmp_path):

@@ -4,11 +4,13 @@ import socket
 
 from socktrace.events import RawEvent, decode
 from socktrace.filters import Filter
-from socktrace.procinfo import Listening, ProcessCache
+from socktrace.procinfo import ProcessCache
 from socktrace.record_builder import CHUNK, RecordBuilder
 from socktrace.records import connection_record
+from socktrace.vocabulary import Drops
 
 from rawevents import raw
+from socks import sock, sockets
 from test_procinfo import fake_proc
 
 NETNS = 4026531840   # rawevents.raw's
@@ -53,7 +55,7 @@ def test_records_copied_from_an_earlier_connection_equal_built_ones(tmp_path):
     assert [r for chunk in chunks for r in chunk] == built
     assert [len(c) for c in chunks] == [CHUNK, CHUNK, 150 - 2 * CHUNK]
     assert len(b._by_origin) == 4   # java x 3 peers, curl x 1
-    assert b.summary(0, 0)["events"] == 150 and b.summary(0, 0)["mapped"] == 75
+    assert b.summary(Drops())["events"] == 150 and b.summary(Drops())["mapped"] == 75
 
 
 def test_exec_notice_refreshes_the_command_line(tmp_path):
@@ -68,19 +70,21 @@ def test_exec_notice_refreshes_the_command_line(tmp_path):
 def test_userspace_filters(tmp_path):
     b = make(tmp_path, Filter(port=22))
     assert [r["lport"] for r in records(b, [raw(), raw(sport=22)])] == [22]
-    assert b.summary(0, 0)["by_type"] == {"accept": 1}     # only what passed is counted
+    assert b.summary(Drops())["by_type"] == {"accept": 1}     # only what passed is counted
 
 
 def test_name_filter_matches_the_process_or_the_thread(tmp_path):
     fake_proc(tmp_path, 31307, "java", [b"java"])
     b = make(tmp_path, Filter(comm="java"))
-    assert len(records(b, [raw(comm=b"http-nio-8080-A")])) == 1
-    assert len(records(make(tmp_path, Filter(comm="nio")), [raw(comm=b"http-nio-8080-A")])) == 1
-    assert records(make(tmp_path, Filter(comm="nginx")), [raw(comm=b"http-nio-8080-A")]) == []
+    jvm = raw(comm=b"http-nio-8080-A", process=b"java")
+    assert len(records(b, [jvm])) == 1
+    assert len(records(make(tmp_path, Filter(comm="nio")), [jvm])) == 1
+    assert records(make(tmp_path, Filter(comm="nginx")), [jvm]) == []
 
 
 def unaccepted(**kw):
     return raw("unaccepted", pid=0, tid=0, comm=b"", **kw)
+
 
 
 def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
@@ -89,9 +93,10 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     fake_proc(tmp_path, 500, "nginx", [b"nginx: master process"])
     fake_proc(tmp_path, 600, "other", [b"other"])
     fake_proc(tmp_path, 501, "nginx", [b"nginx: worker process"])
-    listening = [Listening("AF_INET", "0.0.0.0", 8080, (600,)),        # another family
-                 Listening("AF_INET6", "::1", 8080, (600,)),           # another address
-                 Listening("AF_INET6", "::", 8080, (500, 501))]     # a master and its worker
+    listening = sockets(sock("0.0.0.0", 8080, (600,), family="AF_INET"),   # another family
+                        sock("::1", 8080, (600,)),                          # another address
+                        sock("::", 8080, (600,), state="ESTABLISHED"),      # not a listener
+                        sock("::", 8080, (500, 501)))                       # a master and its worker
     b = make(tmp_path)
     recs = b.unaccepted([unaccepted(sport=8080), unaccepted(sport=8080, dport=5001)], listening)
     assert [(r["type"], r["pid"], r["comm"], r["cmdline"], r["tid"]) for r in recs] == \
@@ -102,11 +107,11 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     foreign.netns = NETNS + 1                                 # a container's connection
     alien = b.unaccepted([bytes(foreign)], listening)[0]
     assert (alien["pid"], alien["processes"]) == (None, [])
-    assert b.summary(0, 0)["by_type"] == {"unaccepted": 3}
+    assert b.summary(Drops())["by_type"] == {"unaccepted": 3}
 
 
 def test_unaccepted_without_listener_owner(tmp_path):
-    recs = make(tmp_path).unaccepted([unaccepted()], [])
+    recs = make(tmp_path).unaccepted([unaccepted()], sockets())
     assert (recs[0]["pid"], recs[0]["comm"], recs[0]["process"]) == (None, None, None)
 
 
@@ -116,10 +121,14 @@ def test_a_child_some_process_holds_was_accepted(tmp_path):
     process without a thread, not `unaccepted`."""
     fake_proc(tmp_path, 700, "squid", [b"squid", b"-N"])
     b = make(tmp_path)
-    held = {("10.0.0.12", 3128, "10.0.0.20", 50312): (700,)}
+    held = sockets(sock("10.0.0.12", 3128, (700,), state="ESTABLISHED", raddr="10.0.0.20",
+                        rport=50312),
+                   sock("10.0.0.12", 3128, (), state="ESTABLISHED", raddr="10.0.0.20",
+                        rport=50313, inode=0),              # still queued: no inode
+                   sock("::", 3128, (700,)))
     recs = b.unaccepted([unaccepted(sport=3128, dport=50312), unaccepted(sport=3128, dport=50313)],
-                        [Listening("AF_INET6", "::", 3128, (700,))], held)
+                        held)
     assert [(r["type"], r["pid"], r["tid"], r["process"], r["rport"]) for r in recs] == \
         [("accept", 700, None, "squid", 50312), ("unaccepted", 700, None, "squid", 50313)]
     assert recs[0]["v6only"] is False and "processes" not in recs[0]
-    assert b.summary(0, 0)["by_type"] == {"accept": 1, "unaccepted": 1}
+    assert b.summary(Drops())["by_type"] == {"accept": 1, "unaccepted": 1}

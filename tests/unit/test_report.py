@@ -38,10 +38,13 @@ def test_summarize():
     assert r.records == 7
     assert dict(r.by_protocol) == {"mapped": 4, "ipv6": 1, "ipv4": 2}
     assert (r.lost, r.unwritten) == (2, 3)
-    java = r.listeners[(10, "java", "java -jar backup.jar", 4243)]
+    java, nginx = r.dual_stack.serving_ipv4()      # sshd is plain AF_INET
+    assert (java.process, java.cmdline, java.port, java.pids) == \
+        ("java", "java -jar backup.jar", 4243, [10])
     assert (java.mapped, java.ipv6, java.v6only) == (2, 1, {False})
     assert (java.first, java.last) == ("2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z")
-    assert set(k[1] for k in r.listeners) == {"java", "nginx"}      # sshd is plain AF_INET
+    assert (nginx.process, nginx.port, nginx.mapped) == ("nginx", 8080, 1)
+    assert dict(r.by_type) == {"accept": 5, "connect": 2, "connect_failed": 2}
     assert [c.comm for c in r.mapped_clients.values()] == ["python3"]
     assert r.processes[(10, "java", "java -jar backup.jar")].by_type["accept"] == 3
 
@@ -120,4 +123,16 @@ def test_a_jvms_threads_are_one_process():
     recs = [{**conn(comm=f"http-nio-{i}"), "process": "java"} for i in range(3)]
     r = summarize(recs)
     assert list(r.processes) == [(10, "java", "java -jar backup.jar")]
-    assert [l.mapped for l in r.listeners.values()] == [3]
+    assert [l.mapped for l in r.dual_stack.serving_ipv4()] == [3]
+
+
+def test_forked_workers_are_one_listener():
+    """A forking server's workers (one command line, one port) are one
+    dual-stack listener, as the summary at exit groups them."""
+    recs = [conn(pid=100 + i % 3, comm="python3", cmdline="python3 server.py", lport=8000,
+                 rport=50000 + i) for i in range(7)]
+    j = to_json(summarize(recs), [])
+    [lst] = j["dual_stack_listeners"]
+    assert (lst["pid"], lst["pids"], lst["comm"], lst["port"], lst["ipv4_mapped"]) == \
+        (100, [100, 101, 102], "python3", 8000, 7)
+    assert "pids 100,101,102 python3, port 8000: 7 IPv4 (MAPPED)" in format_report(summarize(recs), [])

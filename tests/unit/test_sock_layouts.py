@@ -126,7 +126,7 @@ static u64 bpf_get_current_task(void) { return 0; }
 OTHERS = """
 struct ns_common { unsigned int inum; };
 struct net { struct ns_common ns; };
-struct task_struct { void *files, *mm; };
+struct task_struct { void *files, *mm; struct task_struct *group_leader; char comm[16]; };
 struct files_struct { void *fdt; };
 struct fdtable { unsigned int max_fds; void **fd; };
 struct file { void *private_data; };

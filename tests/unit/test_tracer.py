@@ -2,15 +2,15 @@
 
 from socktrace.filters import Filter
 from socktrace.output.tee import Tee
-from socktrace.probes import Drops, Mode
-from socktrace.procinfo import Listening, ProcessCache
+from socktrace.probes import Mode
+from socktrace.procinfo import ProcessCache
 from socktrace.signals import Flag
 from socktrace.tracer import Tracer
+from socktrace.vocabulary import Drops
 
 from rawevents import raw
+from socks import NETNS, sock, sockets
 from test_procinfo import fake_proc
-
-NETNS = 4026531840   # rawevents.raw's
 
 
 class FakeProbes:
@@ -22,7 +22,7 @@ class FakeProbes:
         self.batches = list(batches)      # what successive polls return
         self.stop = stop                   # set once the batches are read
         self.unaccepted: list[tuple[int, bytes]] = []   # (age_ns, raw)
-        self.counters = Drops(0, 0)
+        self.counters = Drops()
         self.calls: list[str] = []
 
     def events(self, stop):
@@ -49,6 +49,9 @@ class FakeProbes:
 
     def detach(self):
         self.calls.append("detach")
+
+    def close(self):
+        self.calls.append("close")
 
 
 class Sink:
@@ -85,12 +88,12 @@ class Sink:
 def make(tmp_path, probes, listening=(), flt=Filter()):
     lookups = []
 
-    def find_listeners():
+    def listed():
         lookups.append(1)
-        return list(listening)
+        return sockets(*listening)
     sink = Sink()
     tracer = Tracer(probes, sink, flt, cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
-                    find_listeners=find_listeners, own_netns=NETNS)
+                    sockets=listed, own_netns=NETNS)
     return tracer, sink, lookups
 
 
@@ -128,7 +131,7 @@ def test_unaccepted_reported_after_grace_listeners_listed_once_per_sweep(tmp_pat
     probes = FakeProbes()
     probes.unaccepted = [(5 * 10**9, unaccepted(sport=8080)), (5 * 10**9, unaccepted(sport=8080, dport=2)),
                          (0, unaccepted(sport=8080, dport=3))]     # still young
-    tracer, sink, lookups = make(tmp_path, probes, [Listening("AF_INET6", "::", 8080, (500,))])
+    tracer, sink, lookups = make(tmp_path, probes, [sock("::", 8080, (500,))])
     tracer.sweep_unaccepted()
     assert [(r["type"], r["pid"], r["comm"]) for r in sink.records] == [("unaccepted", 500, "nginx")] * 2
     assert len(lookups) == 1
@@ -143,7 +146,7 @@ def test_lost_events_reported_once_per_change(tmp_path):
     tracer, sink, _ = make(tmp_path, probes)
     tracer.check_lost()
     assert sink.calls == []
-    probes.counters = Drops(7, 0)
+    probes.counters = Drops(lost=7)
     tracer.check_lost()
     tracer.check_lost()
     assert sink.calls == [("lost", {"type": "lost", "lost": 7, "unaccepted_untracked": 0})]
@@ -154,6 +157,25 @@ def test_tee_gives_every_sink_every_record_in_order(tmp_path):
     a, b = Sink(), Sink()
     tracer = Tracer(FakeProbes([[raw(dport=10)]], stop), Tee(a, b), own_netns=NETNS,
                     cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
-                    find_listeners=list)
+                    sockets=sockets)
     tracer.run(stop)
     assert a.calls == b.calls and [k for k, _ in a.calls] == ["ready", "connection", "connection", "summary"]
+
+
+def test_duration_counts_from_ready(tmp_path):
+    """--duration: that long of tracing after `ready`, whatever came before."""
+    import time
+
+    class Quiet(FakeProbes):
+        def poll(self, ms):           # waits as the ring buffer's poll does, and nothing comes
+            time.sleep(ms / 1000)
+            return []
+    stop = Flag()
+    probes = Quiet()
+    tracer, sink, _ = make(tmp_path, probes)
+    sink.ready = lambda rec: sink.calls.append(("ready", time.monotonic()))
+    tracer.run(stop, duration=0.3)
+    ended = time.monotonic()
+    assert not stop.is_set()
+    assert 0.3 <= ended - sink.calls[0][1] < 5
+    assert [k for k, _ in sink.calls] == ["ready", "connection", "summary"]   # the drain's

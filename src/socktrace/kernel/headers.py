@@ -2,11 +2,13 @@
 
 bcc insists on a header tree: $BCC_KERNEL_SOURCE, else
 /lib/modules/$(uname -r)/build, else the kheaders module.  Production
-servers rarely have one.  Where none exists socktrace builds a small
-synthetic tree from the distro's userspace kernel headers (/usr/include/linux,
-package linux-libc-dev) plus the kernel-internal typedefs bcc's helpers need;
-the BPF program then reads kernel structs at offsets taken from BTF
-(kernel_read.h), not from headers.
+servers rarely have one.  Wherever the kernel has BTF (whether or not
+headers are installed) socktrace builds a small synthetic tree from the
+distro's userspace kernel headers (/usr/include/linux, package
+linux-libc-dev) plus the kernel-internal typedefs bcc's helpers need; the
+BPF program then reads kernel structs at offsets taken from BTF
+(kernel_read.h), not from headers.  The kernel's own headers are used only
+without usable BTF (probes.Loader).
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 
 try:
     import orjson
@@ -34,18 +33,22 @@ _dumps_bytes = (functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE
 
 
 class JsonSink:
-    """JSON Lines to a text stream: stdout, or a LogWriter (output.sink.Sink)."""
+    """JSON Lines to a text stream: stdout, or a LogWriter, which it then
+    `owns`: it reopens it on SIGHUP and closes it (output.sink.Sink)."""
 
-    def __init__(self, out: TextIO):
+    def __init__(self, out: TextIO, owns: bool = False):
         self.out = out
+        self.owns = owns
 
     def reopen(self) -> None:
-        if hasattr(self.out, "reopen"):
+        if self.owns:
             self.out.reopen()
 
     def close(self) -> None:
-        if hasattr(self.out, "close") and self.out not in (sys.stdout, sys.stderr):
+        if self.owns:
             self.out.close()
+        else:
+            self.out.flush()
 
     def ready(self, rec: ReadyRecord) -> None:
         self._write(rec)

@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Callable, TextIO
 
+from ..vocabulary import RecordType
 from .jsonl import dumps
 
 BATCH_BYTES = 64 * 1024
@@ -137,7 +138,7 @@ class LogWriter:
 
     # -- internals --------------------------------------------------------
     def _write_records(self, chunks: list[bytes]) -> None:
-        note = (dumps({"type": "unwritten", "records": self.unwritten, "reason": "disk full"})
+        note = (dumps({"type": RecordType.UNWRITTEN.value, "records": self.unwritten, "reason": "disk full"})
                 + "\n").encode() if self.unwritten else b""
         data = note + b"".join(chunks)
         if self.rotate_size and self.size and self.size + len(data) > self.rotate_size:

@@ -6,11 +6,15 @@ Collection is apart from exposition, as in client_python's own design:
 - `MetricsSink` is an output like the others (the `Sink` protocol): on the
   tracer's thread it only adds each batch of records to plain counters,
   keyed by label values, so the hot path costs a dict update per record;
-- `Collector` turns those counters, and the dual-stack listeners a source
-  lists now (the snapshot's sock_diag code, a parameter), into metric
+- `Collector` turns those counters, and the dual-stack listeners of a
+  snapshot of the sockets now (snapshot.take, a parameter), into metric
   families when Prometheus scrapes: prometheus_client writes the text
-  format and serves it (`MetricsServer`), on its own thread.
+  format and serves it (`MetricsServer`), on its own thread.  The sink
+  owns its server: its close() stops it.
 
+Which records came through a listener and whose process a record names is
+vocabulary.py's, as for the summary at exit and `socktrace report`; the
+dual-stack counter is their grouping summed by port and process name.
 Label values are bounded: event (4), family (3), process names (at most
 `MAX_COMMS`, the rest count as "other"), listening ports (at most
 `MAX_PORTS`, likewise).  Never an address, a client port or a pid.
@@ -21,9 +25,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, \
     InfoMetricFamily, Metric
@@ -32,6 +35,8 @@ from prometheus_client.exposition import MetricsHandler
 from .. import __version__
 from ..classify import protocol
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
+from ..snapshot import Snapshot
+from ..vocabulary import ACCEPT, THROUGH_LISTENER, process_name
 
 MAX_COMMS = 100     # distinct process names with a series of their own
 MAX_PORTS = 200     # distinct listening ports, likewise
@@ -75,8 +80,8 @@ class MetricsSink:
     >>> m = MetricsSink()
     >>> m.connections([{"type": "accept", "process": "java", "comm": "java", "mapped": True,
     ...                 "sock_family": "AF_INET6", "lport": 4243, "v6only": False}])
-    >>> m.connections_total, m.accepts_by_port
-    ({('accept', 'ipv4_mapped', 'java'): 1}, {('4243', 'java', 'false'): 1})
+    >>> m.connections_total, m.accepts_by_port, m.dual_stack_ipv4
+    ({('accept', 'ipv4_mapped', 'java'): 1}, {('4243', 'java', 'false'): 1}, {('4243', 'java'): 1})
     """
 
     def __init__(self, max_comms: int = MAX_COMMS, max_ports: int = MAX_PORTS):
@@ -84,11 +89,24 @@ class MetricsSink:
         # holds the GIL throughout), written only here
         self.connections_total: dict[tuple[str, str, str], int] = {}
         self.accepts_by_port: dict[tuple[str, str, str], int] = {}
+        # (port, comm) -> IPv4 connections through a dual-stack listener: the
+        # summary's dual_stack (vocabulary.DualStackListeners) by port and name
+        self.dual_stack_ipv4: dict[tuple[str, str], int] = {}
         self.lost_total = 0
         self.unaccepted_untracked_total = 0
         self.probe = ""
+        self.server: Optional[MetricsServer] = None
         self._comm = _Capped(max_comms)
         self._port = _Capped(max_ports)
+
+    @classmethod
+    def serving(cls, addr: str, port: int, snapshots: Callable[[], Snapshot]) -> "MetricsSink":
+        """A sink whose counters are served on http://addr:port/metrics,
+        bound now: a port in use fails here (OSError), before any probe."""
+        sink = cls()
+        sink.server = MetricsServer(addr, port, Collector(sink, snapshots))
+        sink.server.start()
+        return sink
 
     def ready(self, rec: ReadyRecord) -> None:
         self.probe = rec["probe"]
@@ -97,16 +115,22 @@ class MetricsSink:
         """Existing connections are no events: the listener gauges show them."""
 
     def connections(self, recs: List[ConnectionRecord]) -> None:
-        totals, ports, comm_of, port_of = self.connections_total, self.accepts_by_port, \
-            self._comm, self._port
+        totals, ports, dual, comm_of, port_of = self.connections_total, self.accepts_by_port, \
+            self.dual_stack_ipv4, self._comm, self._port
         for r in recs:
-            comm = comm_of(r["process"] or r["comm"] or "?")
-            key = (r["type"], family(r), comm)
+            kind = r["type"]
+            comm = comm_of(process_name(r) or "?")
+            key = (kind, family(r), comm)
             totals[key] = totals.get(key, 0) + 1
-            if r["type"] == "accept":
-                v6only = r.get("v6only")
-                pkey = (port_of(str(r["lport"])), comm, "none" if v6only is None else str(v6only).lower())
-                ports[pkey] = ports.get(pkey, 0) + 1
+            if kind in THROUGH_LISTENER:
+                port = port_of(str(r["lport"]))
+                if kind == ACCEPT:
+                    v6only = r.get("v6only")
+                    pkey = (port, comm, "none" if v6only is None else str(v6only).lower())
+                    ports[pkey] = ports.get(pkey, 0) + 1
+                if r["mapped"]:
+                    dkey = (port, comm)
+                    dual[dkey] = dual.get(dkey, 0) + 1
 
     def lost(self, rec: LostRecord) -> None:
         self.lost_total = rec["lost"]
@@ -122,56 +146,59 @@ class MetricsSink:
         """No file."""
 
     def close(self) -> None:
-        """The server is the session's to stop (MetricsServer.close)."""
+        """Stop serving: a scrape afterwards finds no socktrace."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
-@dataclass(frozen=True)
-class DualStackListener:
-    """A dual-stack listener as the gauges show it."""
-    port: int
-    comm: str
-    mapped: int          # its IPv4 connections now (tcp6 MAPPED, accepted or queued)
+# a dual-stack listener as the gauges show it: (port, comm, IPv4
+# connections it carries now, accepted or queued)
+Gauged = Tuple[int, str, int]
+
+
+def dual_stack_now(snap: Snapshot) -> List[Gauged]:
+    """The dual-stack listeners of a snapshot, with the IPv4 connections
+    each carries (Snapshot.carried_by, as `snapshot --explain` counts them)."""
+    return [(s.lport, (s.first_owner.comm if s.first_owner else None) or "?",
+             sum(c.mapped for c in snap.carried_by(s))) for s in snap.sockets if s.dual_stack]
 
 
 class Collector:
     """prometheus_client's custom collector over a MetricsSink and a
-    source of the dual-stack listeners now (listed at most every
-    `max_age` seconds: a scrape every second costs one listing per 10 s)."""
+    source of snapshots of the sockets now (taken at most every `max_age`
+    seconds: a scrape every second costs one snapshot per 10 s)."""
 
-    def __init__(self, sink: MetricsSink, listeners: Callable[[], List[DualStackListener]],
+    def __init__(self, sink: MetricsSink, snapshots: Callable[[], Snapshot],
                  max_age: float = LISTENERS_MAX_AGE, clock: Callable[[], float] = time.monotonic):
         self.sink = sink
-        self._listeners = listeners
+        self._snapshots = snapshots
         self._max_age = max_age
         self._clock = clock
-        self._listed: tuple[float, List[DualStackListener]] | None = None
+        self._listed: tuple[float, List[Gauged]] | None = None
         self._lock = threading.Lock()   # scrapes may come in parallel
 
     def describe(self) -> list:
         return []   # registering must not list the sockets
 
-    def listeners(self) -> List[DualStackListener]:
+    def listeners(self) -> List[Gauged]:
         with self._lock:
             now = self._clock()
             if self._listed is None or now - self._listed[0] >= self._max_age:
-                self._listed = (now, self._listeners())
+                self._listed = (now, dual_stack_now(self._snapshots()))
             return self._listed[1]
 
     def collect(self) -> Iterator[Metric]:
         s = self.sink
-        c = CounterMetricFamily("socktrace_connections", "New TCP connections seen, by event "
-                                "(accept, connect, connect_failed, unaccepted), family "
-                                "(ipv4, ipv6, ipv4_mapped) and process name",
-                                labels=["event", "family", "comm"])
-        for (event, fam, comm), n in dict(s.connections_total).items():
-            c.add_metric([event, fam, comm], n)
-        yield c
-        p = CounterMetricFamily("socktrace_accepts_by_port", "Accepted connections by listening "
-                                "port, process name and the listener's IPV6_V6ONLY",
-                                labels=["port", "comm", "v6only"])
-        for (port, comm, v6only), n in dict(s.accepts_by_port).items():
-            p.add_metric([port, comm, v6only], n)
-        yield p
+        yield _counter("socktrace_connections", "New TCP connections seen, by event (accept, "
+                       "connect, connect_failed, unaccepted), family (ipv4, ipv6, ipv4_mapped) "
+                       "and process name", ["event", "family", "comm"], s.connections_total)
+        yield _counter("socktrace_accepts_by_port", "Accepted connections by listening port, "
+                       "process name and the listener's IPV6_V6ONLY", ["port", "comm", "v6only"],
+                       s.accepts_by_port)
+        yield _counter("socktrace_dual_stack_ipv4_connections", "IPv4 connections (tcp6 MAPPED) "
+                       "that came in through a dual-stack listener, accepted or left queued, by "
+                       "listening port and process name", ["port", "comm"], s.dual_stack_ipv4)
         listeners = self.listeners()
         g = GaugeMetricFamily("socktrace_dual_stack_listener", "1 for each dual-stack listener "
                               "(AF_INET6 on [::] without IPV6_V6ONLY: it serves IPv4 too), now",
@@ -179,9 +206,9 @@ class Collector:
         m = GaugeMetricFamily("socktrace_dual_stack_mapped_connections", "The IPv4 connections "
                               "(tcp6 MAPPED) each dual-stack listener carries now",
                               labels=["port", "comm"])
-        for lst in listeners:
-            g.add_metric([str(lst.port), lst.comm], 1)
-            m.add_metric([str(lst.port), lst.comm], lst.mapped)
+        for port, comm, mapped in listeners:
+            g.add_metric([str(port), comm], 1)
+            m.add_metric([str(port), comm], mapped)
         yield g
         yield m
         yield CounterMetricFamily("socktrace_events_lost", "Events the kernel could not submit "
@@ -190,6 +217,15 @@ class Collector:
                                   "kernel could not track", value=s.unaccepted_untracked_total)
         yield InfoMetricFamily("socktrace", "socktrace's version and probe mode",
                                value={"version": __version__, "probe": s.probe or "starting"})
+
+
+def _counter(name: str, documentation: str, labels: List[str], counts: dict) -> Metric:
+    """A counter family from a dict of label values -> count (copied first:
+    the tracer's thread adds to it meanwhile)."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, n in dict(counts).items():
+        family.add_metric(list(values), n)
+    return family
 
 
 class MetricsServer:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from ..report import BadLine, Report
+from ..report import BadLine, Report, advice
 from ..classify import endpoint
+from ..vocabulary import ACCEPT, CONNECT, UNACCEPTED
 from .advice_text import advice_lines
 from .escape import escape
+from .names import pid_list
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
                   "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
@@ -17,6 +19,10 @@ def _t(iso: str) -> str:
 
 def _who(pid, comm) -> str:
     return f"pid {pid if pid is not None else '?'} {escape(comm or '?')}"
+
+
+def _who_all(pids, comm) -> str:
+    return f"pid{'s' if len(pids) > 1 else ''} {pid_list(pids)} {escape(comm or '?')}"
 
 
 def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
@@ -33,16 +39,17 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         add(f"  WARNING: {len(bad)} lines skipped (see stderr)")
 
     add("")
-    if r.listeners:
+    listeners = r.dual_stack.serving_ipv4()
+    if listeners:
         add("Dual-stack listeners: AF_INET6 sockets serving IPv4 peers through mapped addresses")
         add("(::ffff:a.b.c.d); netstat and ss list these IPv4 connections as tcp6.")
-        for l in sorted(r.listeners.values(), key=lambda l: -l.mapped):
+        for l in listeners:
             v6only = "/".join(str(int(v)) for v in sorted(l.v6only)) or "?"
-            add(f"  {_who(l.pid, l.comm)}, port {l.port}: {l.mapped} IPv4 (MAPPED), {l.ipv6} IPv6; "
-                f"IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
+            add(f"  {_who_all(l.pids, l.process)}, port {l.port}: {l.mapped} IPv4 (MAPPED), "
+                f"{l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
-            out += advice_lines(l.advice, "    ")
+            out += advice_lines(advice(l), "    ")
     else:
         add("No dual-stack listener served IPv4 peers through mapped addresses.")
 
@@ -50,7 +57,7 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         add("")
         add("Clients connecting to IPv4 peers from AF_INET6 sockets (::ffff: destinations):")
         for c in r.mapped_clients.values():
-            add(f"  {_who(c.pid, c.comm)}: {c.by_type['connect']} connects; {_t(c.first)} .. {_t(c.last)}")
+            add(f"  {_who(c.pid, c.comm)}: {c.by_type[CONNECT]} connects; {_t(c.first)} .. {_t(c.last)}")
             if c.cmdline:
                 add(f"    command: {escape(c.cmdline)}")
             add("    fix: connect IPv4 destinations with an AF_INET socket "
@@ -63,7 +70,7 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         f"{'IPV4':>6} {'IPV6':>6}  FIRST .. LAST")
     for p in procs[:top]:
         add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
-            f"{p.by_type['accept']:>7} {p.by_type['connect']:>7} {p.by_type['unaccepted']:>6} "
+            f"{p.by_type[ACCEPT]:>7} {p.by_type[CONNECT]:>7} {p.by_type[UNACCEPTED]:>6} "
             f"{p.by_protocol['mapped']:>7} {p.by_protocol['ipv4']:>6} {p.by_protocol['ipv6']:>6}  "
             f"{_t(p.first)} .. {_t(p.last)}")
         if p.cmdline:

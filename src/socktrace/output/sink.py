@@ -1,10 +1,14 @@
 """The interface every output implements: the table, JSON Lines (stdout or
 a log file), the fan-out to several of them, and any output to come.
 
-A sink receives finished records (records.py) in this order: `ready` once,
-`existing` once (unless --no-snapshot), then `connections` and `lost` as
-they come, with `flush` after each read of the kernel's buffer and
-`reopen` on SIGHUP; `summary` once at the end, then `close`.
+A sink receives finished records (records.py) in this order: `existing`
+once (unless --no-snapshot: listed once the probes are attached, so no
+connection falls between the list and the trace), `ready` once, then
+`connections` and `lost` as they come, with `flush` after each read of the
+kernel's buffer and `reopen` on SIGHUP; `summary` once at the end.  The
+session calls `close` exactly once, on every exit path, also when the run
+fails before `ready`.  A sink owns what it writes to (a log file, a
+server) and releases it in `close`.
 """
 
 from __future__ import annotations
@@ -38,4 +42,4 @@ class Sink(Protocol):
         """Reopen files (SIGHUP, after an external rotation)."""
 
     def close(self) -> None:
-        """Release files; nothing is written afterwards."""
+        """Flush and release what the sink owns; nothing is written afterwards."""

@@ -77,7 +77,7 @@ def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> s
     for lst, rec in [(s, r) for s, r in zip(socks, records) if s.dual_stack]:
         carried = snap.carried_by(lst)
         ipv4 = sum(1 for s in carried if s.mapped)
-        first = lst.owners[0] if lst.owners else None
+        first = lst.first_owner
         who = f"{first.pid}/{escape(first.comm or '?')}" if first else "an unknown process"
         out.append(f"{who} listens on {endpoint(lst.laddr, lst.lport)} with a dual-stack AF_INET6 "
                    f"socket (IPV6_V6ONLY=0).")

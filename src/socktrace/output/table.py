@@ -18,12 +18,13 @@ from typing import TextIO
 
 from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
+from ..vocabulary import ACCEPT, CONNECT, CONNECT_FAILED, UNACCEPTED, process_name
 from .advice_text import advice_lines
 from .escape import escape
+from .names import pid_name
 from . import snapshot_text
 
-EVENT_LABELS = {"accept": "accept", "connect": "connect", "unaccepted": "queued",
-                "connect_failed": "failed"}
+EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed"}
 _ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
 _WHO = 20
 HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
@@ -52,7 +53,7 @@ def format_row(rec: ConnectionRecord) -> str:
     """
     v6only = rec.get("v6only")
     pid = f"{rec['pid'] or '-'}/"
-    name = rec.get("process") or rec["comm"] or "?"
+    name = process_name(rec) or "?"
     if len(pid) + len(name) > _WHO:  # cut as ps cuts a long user name: the rest is in JSON
         name = name[:_WHO - len(pid) - 1] + "+"
     who = pid + escape(name)  # a name with control characters may still push the columns
@@ -108,7 +109,7 @@ class TableSink:
         self.err.write(f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
                        f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost\n")
         for seen in rec["dual_stack"]:
-            self.err.write(f"socktrace: {seen['pid'] or '?'}/{escape(seen['process'] or '?')} served "
+            self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])} served "
                            f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
                            f"dual-stack AF_INET6 socket (tcp6 MAPPED)\n")
             self.err.write("".join(line + "\n" for line in advice_lines(seen["advice"], "  ")))

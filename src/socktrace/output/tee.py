@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from .sink import Sink
 
@@ -44,5 +46,7 @@ class Tee:
             s.reopen()
 
     def close(self) -> None:
-        for s in self.sinks:
-            s.close()
+        """Close every sink, in order, even when one of them fails."""
+        with contextlib.ExitStack() as stack:
+            for s in reversed(self.sinks):
+                stack.callback(s.close)

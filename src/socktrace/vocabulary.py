@@ -1,0 +1,145 @@
+"""The record vocabulary, written once: the record types, which of them
+came through a listener and which count as connections, the kernel's
+counters, and the grouping of dual-stack listeners.
+
+The record builder (the summary at exit), `socktrace report`, the table
+and the metrics all take these from here, so that the summary of a run,
+the report on its log and /metrics count the same things the same way
+(tests/kernel/test_agreement.py runs one session and compares the three).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Mapping, Optional
+
+
+class RecordType(str, Enum):
+    """The `type` of every record (README, "JSON Lines")."""
+    # one connection, or one attempt (records.ConnectionRecord)
+    ACCEPT = "accept"                   # accept() returned it
+    CONNECT = "connect"                 # its handshake completed
+    UNACCEPTED = "unaccepted"           # handshake done, nobody accepted it (yet)
+    CONNECT_FAILED = "connect_failed"   # a connect whose handshake never completed
+    # one socket (records.SocketRecord)
+    EXISTING = "existing"               # a mapped connection found when tracing began
+    SOCKET = "socket"                   # a line of `socktrace snapshot`
+    # the run
+    READY = "ready"
+    LOST = "lost"
+    SUMMARY = "summary"
+    UNWRITTEN = "unwritten"             # the log file only: records a full disk lost
+
+
+# Plain strings: what a record's "type" holds, and a set lookup on the hot
+# path compares them by identity.
+ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED = (
+    t.value for t in (RecordType.ACCEPT, RecordType.CONNECT, RecordType.UNACCEPTED,
+                      RecordType.CONNECT_FAILED))
+# records that carry the connection fields
+CONNECTION_TYPES = (ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED)
+# ... of which these are connections; a connect_failed is an attempt
+CONNECTIONS = frozenset((ACCEPT, CONNECT, UNACCEPTED))
+# ... and these came in through a listener
+THROUGH_LISTENER = frozenset((ACCEPT, UNACCEPTED))
+
+
+@dataclass(frozen=True)
+class Drops:
+    """The kernel's drop counters, totals since loading.  A field's name is
+    the counter's everywhere: bpf/socktrace.h's index STAT_<NAME> (probes.py
+    reads each field from its own index), the `lost` and `summary` records'
+    fields, and the metric socktrace_<name>_total (but for
+    socktrace_events_lost_total, which was named first)."""
+    lost: int = 0                   # events the buffer had no room for
+    unaccepted_untracked: int = 0   # queued connections the kernel could not follow
+
+
+def process_name(rec: Mapping[str, Any]) -> Optional[str]:
+    """The process a connection record names, as netstat and the table show
+    it: `process`, or in logs written before it existed the thread's `comm`.
+
+    >>> process_name({"comm": "http-nio-8080-A", "process": "java"})
+    'java'
+    """
+    return rec.get("process") or rec.get("comm") or None
+
+
+@dataclass
+class DualStackListener:
+    """One dual-stack listener as the summary and `report` count it: the
+    connections that came in through an AF_INET6 listener, grouped by
+    process name, command line and port (the metrics count the same
+    connections by port and process name alone: a label holds no command
+    line).  Forked workers that share a listener are one (nginx's,
+    gunicorn's): `pids` lists them."""
+    process: Optional[str]
+    cmdline: Optional[str]
+    port: int
+    seen_pids: dict = field(default_factory=dict)   # pid -> None, in the order seen
+    mapped: int = 0           # IPv4 peers, through mapped addresses
+    ipv6: int = 0             # native IPv6 peers on the same port
+    v6only: set = field(default_factory=set)     # the listener's IPV6_V6ONLY as seen
+    first: str = ""
+    last: str = ""
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes that accepted them (or hold the listener), first seen first."""
+        return list(self.seen_pids)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return next(iter(self.seen_pids), None)
+
+
+class DualStackListeners:
+    """The grouping of dual-stack listeners, from connection records.
+
+    >>> d = DualStackListeners()
+    >>> d.add([{"type": "accept", "time": "t1", "pid": 7, "process": "nginx", "comm": "nginx",
+    ...         "cmdline": "nginx: worker process", "sock_family": "AF_INET6", "mapped": True,
+    ...         "lport": 80, "v6only": False},
+    ...        {"type": "accept", "time": "t2", "pid": 8, "process": "nginx", "comm": "nginx",
+    ...         "cmdline": "nginx: worker process", "sock_family": "AF_INET6", "mapped": True,
+    ...         "lport": 80, "v6only": False}])
+    >>> [(l.pids, l.process, l.port, l.mapped) for l in d.serving_ipv4()]
+    [([7, 8], 'nginx', 80, 2)]
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple, DualStackListener] = {}
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Count the records that came in through an AF_INET6 listener (on
+        the tracer's hot path: one loop, locals, the common case first)."""
+        groups, through = self._by_key, THROUGH_LISTENER
+        for r in records:
+            if r["type"] not in through or r["sock_family"] != "AF_INET6":
+                continue
+            name = r.get("process") or r.get("comm") or None   # process_name(), inlined
+            key = (name, r.get("cmdline"), r["lport"])
+            t = r["time"]
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = DualStackListener(name, key[1], key[2], first=t, last=t)
+            elif t > g.last:       # records come in time order, mostly
+                g.last = t
+            elif t < g.first:
+                g.first = t
+            pid = r["pid"]
+            if pid is not None:
+                g.seen_pids[pid] = None
+            if r["mapped"]:
+                g.mapped += 1
+            else:
+                g.ipv6 += 1
+            v6only = r.get("v6only")
+            if v6only is not None:
+                g.v6only.add(v6only)
+
+    def serving_ipv4(self) -> list[DualStackListener]:
+        """The listeners that served IPv4 peers (through mapped addresses),
+        most of them first: those with IPv6 peers alone are no news."""
+        return sorted((g for g in self._by_key.values() if g.mapped), key=lambda g: -g.mapped)

@@ -6,12 +6,13 @@ included."""
 import json
 import socket
 import subprocess
+import time
 import urllib.request
 from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import SOCKTRACE, Socktrace, listener
+from helpers import SOCKTRACE, listener
 
 WORKERS, PER_WORKER = 3, 2
 
@@ -28,7 +29,7 @@ def scrape(port):
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def test_summary_report_and_metrics_agree(tmp_path, peer):
+def test_summary_report_and_metrics_agree(tmp_path, peer, socktrace):
     forking = peer("fork-serve", str(WORKERS), str(PER_WORKER))
     info = forking.read()
     fport, workers = info["port"], info["workers"]
@@ -38,7 +39,7 @@ def test_summary_report_and_metrics_agree(tmp_path, peer):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     log, mport = tmp_path / "log", free_port()
-    st = Socktrace("-o", str(log), "--metrics", f"127.0.0.1:{mport}", "--no-snapshot",
+    st = socktrace("-o", str(log), "--metrics", f"127.0.0.1:{mport}", "--no-snapshot",
                    "--unaccepted-after", "0.5", "-P", f"{fport},{iport},{closed}")
     clients = []
     try:
@@ -59,7 +60,15 @@ def test_summary_report_and_metrics_agree(tmp_path, peer):
         st.wait_for(lambda r: r["type"] == "unaccepted", count=2)
         st.wait_for(lambda r: r["type"] == "connect_failed")
         st.wait_for(lambda r: r["type"] == "connect", count=8)
-        metrics = scrape(mport)          # every record of the run has been counted
+        # the metrics get each batch just after stdout does (an output
+        # further down the same Tee): scrape until they have them all
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = scrape(mport)
+            counted = sum(v for (n, _), v in metrics.items() if n == "socktrace_connections_total")
+            if counted >= 17 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert st.stop() == 0
     finally:
         for c in clients:

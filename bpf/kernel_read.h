@@ -144,7 +144,7 @@ static __always_inline void *sock_from_fd(int fd)
 
 /* The current process's name: its thread group leader's comm, which
  * /proc/PID/comm and netstat show (a JVM is "java" while the thread that
- * accepts is "http-nio-8080-A").  Read with the event, so it is right for a
+ * accepts is "http-nio-8080-A").  Read in the kernel, so it is right for a
  * process that is gone by the time Python could look. */
 static __always_inline void read_process_name(char *dst)
 {

@@ -97,10 +97,6 @@ static __always_inline void set_task(struct event *e)
 	e->uid = (u32)bpf_get_current_uid_gid();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (e->tid == e->pid)   /* the main thread: its name is the process's */
-		__builtin_memcpy(e->process, e->comm, sizeof(e->process));
-	else
-		read_process_name(e->process);
 }
 
 /* A TCP socket of either internet family, the only kind socktrace reports
@@ -130,7 +126,7 @@ static __always_inline void submit(void *ctx, void *data, u32 size)
 }
 
 /* The first connection of a process (since its last exec) carries its
- * command line, read now, while the process certainly exists. */
+ * name and command line, read now, while the process certainly exists. */
 static __always_inline void introduce_process(void *ctx, u32 pid)
 {
 	u32 zero = 0;
@@ -145,6 +141,7 @@ static __always_inline void introduce_process(void *ctx, u32 pid)
 		return;
 	c->type = EVENT_CMDLINE;
 	c->pid = pid;
+	read_process_name(c->process);
 	read_cmdline(c);
 	submit(ctx, c, sizeof(*c));
 }

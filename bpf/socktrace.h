@@ -47,7 +47,6 @@ struct event {
 	__u8  saddr[16];    /* local address */
 	__u8  daddr[16];    /* peer address */
 	char  comm[COMM_LEN];        /* the thread's name */
-	char  process[COMM_LEN];     /* the process's: its thread group leader's comm */
 	/* Last, what differs between the connections of one thread and
 	 * address pair: Python copies the rest from the previous such
 	 * connection's record (events.origin). */
@@ -57,10 +56,12 @@ struct event {
 	__u64 sk;           /* kernel address of the socket: a connection id */
 };
 
-/* Read from the process's own memory at its first connection, so the
- * command line is right even when the process exits or execs before Python
- * could read /proc.  NUL-separated like /proc/PID/cmdline; len 0 when the
- * pages were not resident (Python then reads /proc). */
+/* A process as the kernel knows it, read at its first connection (and
+ * again after an exec), so its name and command line are right even when
+ * it exits or execs before Python could read /proc.  Once per process, not
+ * per event: a connection's event costs nothing more.  `args` is
+ * NUL-separated like /proc/PID/cmdline; len 0 when the pages were not
+ * resident (Python then reads /proc). */
 #define CMDLINE_MAX 512
 
 struct cmdline_event {
@@ -68,6 +69,7 @@ struct cmdline_event {
 	__u8  truncated;    /* the command line was longer than CMDLINE_MAX */
 	__u16 len;
 	__u32 pid;
+	char  process[COMM_LEN];  /* its name: the thread group leader's comm */
 	char  args[CMDLINE_MAX];
 };
 

@@ -84,7 +84,6 @@ class RawEvent(ctypes.Structure):
         ("saddr", ctypes.c_uint8 * 16),
         ("daddr", ctypes.c_uint8 * 16),
         ("comm", ctypes.c_char * _C["COMM_LEN"]),
-        ("process", ctypes.c_char * _C["COMM_LEN"]),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("ts_ns", ctypes.c_uint64),
@@ -94,7 +93,7 @@ class RawEvent(ctypes.Structure):
 
 # struct event as one struct.unpack_from: several times faster per event than
 # reading RawEvent's fields through ctypes (tests check both layouts agree)
-EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16s16sHH4xQQ")
+EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16sHH4xQQ")
 
 
 class RawCmdline(ctypes.Structure):
@@ -104,6 +103,7 @@ class RawCmdline(ctypes.Structure):
         ("truncated", ctypes.c_uint8),
         ("len", ctypes.c_uint16),
         ("pid", ctypes.c_uint32),
+        ("process", ctypes.c_char * _C["COMM_LEN"]),
         ("args", ctypes.c_char * _C["CMDLINE_MAX"]),
     ]
 
@@ -118,7 +118,6 @@ class Connection:
     tid: int
     uid: int
     comm: str               # the thread's name
-    process: str            # the process's: its thread group leader's name
     netns: int
     cgroup_id: int
     sock_family: str        # "AF_INET" or "AF_INET6": the socket's family
@@ -148,13 +147,15 @@ class ProcessGone:
 
 @dataclass(frozen=True)
 class ProcessArgs:
-    """A process's argv as the kernel read it at its first connection.
+    """A process as the kernel read it at its first connection: its name
+    (the thread group leader's comm) and argv.
 
     `args` is NUL-separated like /proc/PID/cmdline; empty when the kernel
     could not read it."""
     pid: int
     args: bytes
     truncated: bool
+    process: str = ""
 
 
 # sport, dport, ts_ns and sk come last in struct event
@@ -171,9 +172,9 @@ def origin(data: bytes) -> bytes:
     and rport, so their records can be copied from one another.
 
     >>> a = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
-    ...                       b"nginx", 80, 5000, 100, 1)
+    ...                       80, 5000, 100, 1)
     >>> b = EVENT_STRUCT.pack(1, 0, 10, 7, 0, 7, 0, 0, 0, bytes(16), bytes(16), b"nginx",
-    ...                       b"nginx", 80, 5001, 200, 2)
+    ...                       80, 5001, 200, 2)
     >>> origin(a) == origin(b), time_and_ports(b, 0)
     (True, (200, 80, 5001))
     """
@@ -201,9 +202,10 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     if data[0] == EVENT_CMDLINE:
         a = RawCmdline.from_buffer_copy(data[:ctypes.sizeof(RawCmdline)])
         return ProcessArgs(a.pid, ctypes.string_at(ctypes.addressof(a) + RawCmdline.args.offset,
-                                                   min(a.len, _C["CMDLINE_MAX"])), bool(a.truncated))
+                                                   min(a.len, _C["CMDLINE_MAX"])), bool(a.truncated),
+                           _comm(a.process))
     (type_, v6only, family, pid, cgroup_id, tid, uid, netns, err, saddr, daddr, comm,
-     process, sport, dport, ts_ns, sk) = EVENT_STRUCT.unpack_from(data)
+     sport, dport, ts_ns, sk) = EVENT_STRUCT.unpack_from(data)
     if type_ == EVENT_EXEC:
         return ProcessGone(pid)
     kind = KIND_BY_TYPE.get(type_)
@@ -214,7 +216,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     return _connection({
         "kind": kind, "time_ns": ts_ns + wall_offset_ns,
         "sk": sk, "pid": pid, "tid": tid, "uid": uid,
-        "comm": _comm(comm), "process": _comm(process),
+        "comm": _comm(comm),
         "netns": netns, "cgroup_id": cgroup_id,
         "sock_family": FAMILY_NAMES.get(family) or str(family),
         "mapped": mapped,
@@ -232,7 +234,7 @@ def _comm(raw: bytes) -> str:
 
 def _connection(fields: dict) -> Connection:
     """Connection(**fields), at half the cost.  A frozen dataclass's
-    __init__ sets its 18 fields one object.__setattr__ call at a time
+    __init__ sets its 17 fields one object.__setattr__ call at a time
     (2.3 us, the largest cost per event at 30,000 events/s); this sets the
     instance's __dict__ in one call (1.1 us) and gives an equal object
     (tests/unit/test_events.py compares them)."""

@@ -32,10 +32,10 @@ class Filter:
         object.__setattr__(self, "pid", _set(self.pid))
         object.__setattr__(self, "port", _set(self.port))
 
-    def matches(self, c: Connection) -> bool:
+    def matches(self, c: Connection, process: str | None = None) -> bool:
         """A traced connection; -c matches the name of its thread (c.comm)
-        or of its process (c.process: a JVM's threads have names of their own)."""
-        return self._matches(c.mapped, (c.pid,), (c.comm, c.process), c.lport, c.rport,
+        or of its process (`process`: a JVM's threads have names of their own)."""
+        return self._matches(c.mapped, (c.pid,), (c.comm, process or ""), c.lport, c.rport,
                              c.peer_is_ipv4)
 
     def matches_socket(self, s) -> bool:

@@ -1,10 +1,10 @@
 """Process attribution: command line, user and cgroup of a pid, cached;
 which processes hold which socket.
 
-The kernel gives pid, tid, the thread's and the process's names and uid
-with each event, and the command line with the first event of each
-process (read from the process's memory, so it is right even for a
-process that exits or execs at once).  The cgroup comes from /proc once
+The kernel gives pid, tid, the thread's name and uid with each event, and
+the process's name and command line with the first event of each process
+(read by the kernel, from the process's memory, so they are right even for
+a process that exits or execs at once).  The cgroup comes from /proc once
 per process.  Everything stays cached until the kernel reports that the
 process exec'd or exited (EVENT_EXEC), so a busy server costs one lookup,
 not one per connection.  /proc is read directly rather than through
@@ -130,16 +130,18 @@ class ProcessCache:
         dual-stack listener, at the summary)."""
         return is_go_program(pid, str(self.procfs))
 
-    def introduce(self, pid: int, args: bytes, truncated: bool) -> None:
-        """Cache the command line the kernel read for `pid`."""
+    def introduce(self, pid: int, args: bytes, truncated: bool, process: str = "") -> None:
+        """Cache the name (`process`) and command line the kernel read for
+        `pid`; /proc gives the cgroup, and what the kernel could not read."""
         info = self._read(pid)
+        cmdline = info.cmdline
         if args:
-            cmdline = read_cmdline(args)
+            kernel = read_cmdline(args)
             # /proc has the whole of a long command line; trust it only
             # while it still starts with what the kernel saw
-            if not (truncated and info.cmdline and info.cmdline.startswith(cmdline)):
-                info = ProcessInfo(info.comm, cmdline, info.cgroup)
-        self._procs[pid] = info
+            if not (truncated and cmdline and cmdline.startswith(kernel)):
+                cmdline = kernel
+        self._procs[pid] = ProcessInfo(process or info.comm, cmdline, info.cgroup)
 
     def _read(self, pid: int) -> ProcessInfo:
         self.lookups += 1

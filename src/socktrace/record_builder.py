@@ -45,7 +45,7 @@ class Processes(Protocol):
 
     def process(self, pid: int) -> ProcessInfo: ...
     def user(self, uid: int) -> str | None: ...
-    def introduce(self, pid: int, args: bytes, truncated: bool) -> None: ...
+    def introduce(self, pid: int, args: bytes, truncated: bool, process: str = "") -> None: ...
     def forget(self, pid: int) -> None: ...
     def is_go(self, pid: int) -> bool: ...
 
@@ -58,7 +58,7 @@ class RecordBuilder:
     >>> b = RecordBuilder(ProcessCache("/nonexistent", users=lambda uid: "root"))
     >>> mapped = lambda ip: bytes(10) + b"\\xff\\xff" + bytes(ip)
     >>> accept = EVENT_STRUCT.pack(EVENT_ACCEPT, 0, 10, 7, 0, 7, 0, 0, 0, mapped([10, 0, 0, 12]),
-    ...                            mapped([10, 0, 0, 20]), b"nginx", b"nginx", 80, 5000, 0, 1)
+    ...                            mapped([10, 0, 0, 20]), b"nginx", 80, 5000, 0, 1)
     >>> [(r["type"], r["pid"], r["process"], r["laddr"], r["lport"], r["mapped"])
     ...  for chunk in b.connections([accept]) for r in chunk]
     [('accept', 7, 'nginx', '10.0.0.12', 80, True)]
@@ -106,7 +106,7 @@ class RecordBuilder:
                             memo[key] = rec
                     continue
                 if type(ev) is ProcessArgs:  # sent before its first connection
-                    self.processes.introduce(ev.pid, ev.args, ev.truncated)
+                    self.processes.introduce(ev.pid, ev.args, ev.truncated, ev.process)
                 else:
                     self.processes.forget(ev.pid)
                 self._by_origin.clear()  # cached records may show an old command line
@@ -167,16 +167,15 @@ class RecordBuilder:
         self.dual_stack.add(records)
 
     def _as_process(self, c: Connection, pid: int) -> Connection:
-        """`c` attributed to process `pid`, named as /proc names it (for
-        what the kernel saw in no process's context)."""
-        name = self.processes.process(pid).comm or ""
-        return dataclasses.replace(c, pid=pid, comm=name, process=name)
+        """`c` attributed to process `pid` (for what the kernel saw in no
+        process's context), its thread named as the process."""
+        return dataclasses.replace(c, pid=pid, comm=self.processes.process(pid).comm or "")
 
     def _record(self, c: Connection) -> ConnectionRecord | None:
         """The record of `c`, or None when a userspace filter drops it."""
-        if self._matches is not None and not self._matches(c):
-            return None
         proc = self.processes.process(c.pid) if c.pid else NO_PROCESS
+        if self._matches is not None and not self._matches(c, proc.comm):
+            return None
         return connection_record(c, proc, self.processes.user(c.uid))
 
     def _listener_owners(self, c: Connection, sockets: Snapshot) -> tuple[int, ...]:

@@ -145,11 +145,12 @@ def iso_time(time_ns: int) -> str:
 def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> ConnectionRecord:
     """The record of one connection.
 
-    For an unaccepted connection `c.pid`/`c.comm`/`c.process` are the
-    listener owner's (or 0/"" when no listener owner was found).  The
-    process name is the kernel's, taken with the event (a Java server
-    accepts on a thread named like "http-nio-8080-Acceptor" of a process
-    named "java"); `proc` (/proc) gives the command line and the cgroup.
+    For an unaccepted connection `c.pid`/`c.comm` are the listener
+    owner's (or 0/"" when no listener owner was found).  The process name
+    is `proc`'s, which the kernel read at the process's first connection
+    (a Java server accepts on a thread named like "http-nio-8080-Acceptor"
+    of a process named "java"), else the thread's when it is the main
+    thread.
     """
     rec: ConnectionRecord = {
         "type": c.kind.value,
@@ -157,7 +158,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         "pid": c.pid or None,
         "tid": c.tid or None,
         "comm": c.comm or None,
-        "process": c.process or proc.comm or None,
+        "process": proc.comm or (c.comm if c.tid == c.pid else None) or None,
         "uid": c.uid,
         "user": user,
         "cmdline": proc.cmdline,

@@ -43,11 +43,11 @@ def test_python_mirrors_match_the_c_structs(tmp_path, mirror, struct):
 
 
 def test_decode_mapped_accept():
-    c = decode(raw(comm=b"http-nio-4243-A", process=b"java"), wall_offset_ns=1_700_000_000 * 10**9)
+    c = decode(raw(), wall_offset_ns=1_700_000_000 * 10**9)
     assert c.time == datetime(2023, 11, 14, 22, 13, 21, tzinfo=timezone.utc)
     assert c == Connection(
         kind=RecordType.ACCEPT, time_ns=1_700_000_001 * 10**9,
-        sk=0xffff888012345678, pid=31307, tid=31308, uid=0, comm="http-nio-4243-A", process="java",
+        sk=0xffff888012345678, pid=31307, tid=31308, uid=0, comm="java",
         netns=4026531840, cgroup_id=0, sock_family="AF_INET6", mapped=True,
         laddr="10.0.0.12", lport=4243, raddr="10.0.0.20", rport=64702, v6only=False)
     assert c.peer_is_ipv4
@@ -110,9 +110,9 @@ def test_parse_defines_reads_the_contract():
 
 
 def test_decode_command_line():
-    a = RawCmdline(type=_C["EVENT_CMDLINE"], truncated=0, len=12, pid=7)
+    a = RawCmdline(type=_C["EVENT_CMDLINE"], truncated=0, len=12, pid=7, process=b"java")
     ctypes.memmove(ctypes.addressof(a) + RawCmdline.args.offset, b"java\0-jar\0x\0", 12)
-    assert decode(bytes(a), 0) == ProcessArgs(7, b"java\0-jar\0x\0", False)
+    assert decode(bytes(a), 0) == ProcessArgs(7, b"java\0-jar\0x\0", False, "java")
 
 
 def test_event_struct_matches_raw_event():

@@ -9,7 +9,7 @@ from socktrace.record_builder import CHUNK, RecordBuilder
 from socktrace.records import connection_record
 from socktrace.vocabulary import Drops
 
-from rawevents import raw
+from rawevents import raw, raw_process
 from socks import sock, sockets
 from test_procinfo import fake_proc
 
@@ -76,7 +76,7 @@ def test_userspace_filters(tmp_path):
 def test_name_filter_matches_the_process_or_the_thread(tmp_path):
     fake_proc(tmp_path, 31307, "java", [b"java"])
     b = make(tmp_path, Filter(comm="java"))
-    jvm = raw(comm=b"http-nio-8080-A", process=b"java")
+    jvm = raw(comm=b"http-nio-8080-A")
     assert len(records(b, [jvm])) == 1
     assert len(records(make(tmp_path, Filter(comm="nio")), [jvm])) == 1
     assert records(make(tmp_path, Filter(comm="nginx")), [jvm]) == []
@@ -132,3 +132,18 @@ def test_a_child_some_process_holds_was_accepted(tmp_path):
         [("accept", 700, None, "squid", 50312), ("unaccepted", 700, None, "squid", 50313)]
     assert recs[0]["v6only"] is False and "processes" not in recs[0]
     assert b.summary(Drops())["by_type"] == {"accept": 1, "unaccepted": 1}
+
+
+def test_the_process_is_named_as_the_kernel_read_it(tmp_path):
+    """A python3 whose thread "acceptor" accepts and which exits before
+    anything reads /proc: the kernel's introduction of the process (sent
+    before its first connection) names it, as netstat would have."""
+    b = make(tmp_path)                          # no /proc entry: the process is gone
+    [rec] = records(b, [raw_process(5155, b"python3", b"python3\0server.py\0"),
+                        raw(pid=5155, tid=5160, comm=b"acceptor")])
+    assert (rec["pid"], rec["comm"], rec["process"], rec["cmdline"]) == \
+        (5155, "acceptor", "python3", "python3 server.py")
+    # the kernel's name wins over /proc's (a process can rename itself later)
+    fake_proc(tmp_path, 31307, "renamed", [b"java"])
+    [rec] = records(b, [raw_process(31307, b"java", b"java\0"), raw()])
+    assert rec["process"] == "java"

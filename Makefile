@@ -61,8 +61,9 @@ unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace
 
 # socktrace against no tracer, bpftrace and bcc's tools under nginx + ab,
-# and what it costs an unrelated system call, per probe mode: on this
-# machine (bench/results/conn.md, syscall.md) and in the test VM, where
+# what it costs an unrelated system call, per probe mode, and what its BPF
+# programs cost the kernel per connection: on this machine
+# (bench/results/conn.md, syscall.md, kernel-side.md) and in the test VM, where
 # every probe mode and bcc's tools run (conn-vm.md, syscall-vm.md)
 bench: bench-host bench-vm
 
@@ -71,6 +72,7 @@ bench-host: setup
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light apache2-utils bpftrace >/dev/null
 	$(VENV)/bin/python bench/conn_bench.py
 	$(VENV)/bin/python bench/syscall_bench.py
+	$(VENV)/bin/python bench/kernel_side.py
 
 bench-vm: setup
 	bench/vm_bench.sh

@@ -36,7 +36,7 @@ from .. import __version__
 from ..classify import protocol
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..snapshot import Snapshot
-from ..vocabulary import ACCEPT, THROUGH_LISTENER, process_name
+from ..vocabulary import ACCEPT, THROUGH_LISTENER
 
 MAX_COMMS = 100     # distinct process names with a series of their own
 MAX_PORTS = 200     # distinct listening ports, likewise
@@ -48,28 +48,41 @@ LISTENERS_MAX_AGE = 10.0   # seconds a listing of the dual-stack listeners is re
 FAMILY_LABEL = {"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4_mapped"}
 
 
+# the family label by (sock_family, mapped), classify.protocol's answers
+# looked up once: a dict lookup per record instead of two calls
+_FAMILY = {(f, m): FAMILY_LABEL[protocol(f, m)] for f in ("AF_INET", "AF_INET6") for m in (False, True)}
+
+
 def family(rec: ConnectionRecord) -> str:
     """The family label of a connection record.
 
     >>> family({"sock_family": "AF_INET6", "mapped": True})
     'ipv4_mapped'
     """
-    return FAMILY_LABEL[protocol(rec["sock_family"], rec["mapped"])]
+    return _FAMILY[rec["sock_family"], rec["mapped"]]
 
 
-class _Capped:
+class _Capped(dict):
     """Label values as they come, the first `limit` distinct ones kept and
-    every later one counted as "other"."""
+    every later one counted as "other".  The kept ones are the dict's keys
+    (and values), so that the hot path finds a value seen before with one
+    `.get` and calls `label` only for a new one.
+
+    >>> c = _Capped(1)
+    >>> c.label("a"), c.label("b"), c.get("a"), c.get("b")
+    ('a', 'other', 'a', None)
+    """
 
     def __init__(self, limit: int):
+        super().__init__()
         self.limit = limit
-        self.kept: set = set()
 
-    def __call__(self, value: str) -> str:
-        if value in self.kept:
-            return value
-        if len(self.kept) < self.limit:
-            self.kept.add(value)
+    def label(self, value: str) -> str:
+        found = self.get(value)
+        if found is not None:
+            return found
+        if len(self) < self.limit:
+            self[value] = value
             return value
         return OTHER
 
@@ -115,18 +128,20 @@ class MetricsSink:
         """Existing connections are no events: the listener gauges show them."""
 
     def connections(self, recs: List[ConnectionRecord]) -> None:
-        totals, ports, dual, comm_of, port_of = self.connections_total, self.accepts_by_port, \
+        totals, ports, dual, comms, port_labels = self.connections_total, self.accepts_by_port, \
             self.dual_stack_ipv4, self._comm, self._port
         for r in recs:
             kind = r["type"]
-            comm = comm_of(process_name(r) or "?")
-            key = (kind, family(r), comm)
+            name = r["process"] or r["comm"] or "?"   # vocabulary.process_name, inlined
+            comm = comms.get(name) or comms.label(name)
+            key = (kind, _FAMILY[r["sock_family"], r["mapped"]], comm)
             totals[key] = totals.get(key, 0) + 1
             if kind in THROUGH_LISTENER:
-                port = port_of(str(r["lport"]))
+                lport = str(r["lport"])
+                port = port_labels.get(lport) or port_labels.label(lport)
                 if kind == ACCEPT:
                     v6only = r.get("v6only")
-                    pkey = (port, comm, "none" if v6only is None else str(v6only).lower())
+                    pkey = (port, comm, "none" if v6only is None else "true" if v6only else "false")
                     ports[pkey] = ports.get(pkey, 0) + 1
                 if r["mapped"]:
                     dkey = (port, comm)

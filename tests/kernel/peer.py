@@ -29,7 +29,9 @@ import helpers  # beside this file
 
 
 def say(**kw):
-    print(json.dumps(kw), flush=True)
+    # one write of the whole line: forked workers share stdout, and print()
+    # writes the text and its newline apart (seen interleaved under load)
+    os.write(1, (json.dumps(kw) + "\n").encode())
 
 
 def listener(family=socket.AF_INET6, v6only=0):

@@ -22,6 +22,7 @@
 #include <linux/fdtable.h>
 #include <linux/mm_types.h>
 #include <linux/sched.h>
+#include <linux/filter.h>   /* struct bpf_sock_addr_kern */
 /* The offsets of kernel_fields.h's list, from the headers. */
 enum {
 #define KERNEL_FIELD(name, type, path) OFF_##name = offsetof(struct type, path),
@@ -66,6 +67,13 @@ static __always_inline u64 read_u64(const void *base, u32 off)
 static __always_inline u32 read_u32(const void *base, u32 off)
 {
 	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u8 read_u8(const void *base, u32 off)
+{
+	u8 v = 0;
 	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
 	return v;
 }

@@ -9,7 +9,9 @@
  *                       state transitions, accepts from the exits of the
  *                       accept()/accept4() system calls
  * and the settings MAPPED_ONLY, FILTER_PID, NO_FAILED, USE_RINGBUF,
- * RINGBUF_PAGES, PENDING_MAX, ACCEPT_NARGS (see socktrace/probes.py).
+ * RINGBUF_PAGES, PENDING_MAX, ACCEPT_NARGS, and for UDP flows (every mode,
+ * the end of this file) TRACE_UDP, UDP_IDLE_NS, UDP_FLOWS_MAX, HAVE_SOCK_LENGTH
+ * (see socktrace/probes.py).
  *
  * Shared by all strategies, on the raw tracepoint inet_sock_set_state
  * (which costs nothing outside the state changes of TCP, DCCP and SCTP
@@ -532,3 +534,222 @@ int kretprobe__tcp_v4_connect(struct pt_regs *ctx)
 	return 0;
 }
 #endif /* PROBE_KPROBE */
+
+#ifdef TRACE_UDP
+/* ---------------------------------------------------------------------
+ * UDP flows: (socket, peer address, peer port), reported once, at their
+ * first datagram in either direction, in the context of the process that
+ * sent or received it, and again after UDP_IDLE_NS without a datagram.
+ * (Here, not in a header: bcc rewrites map calls in its main file only.)
+ *
+ * Every probe mode uses the same hooks, none of which needs kprobes or a
+ * system call tracepoint:
+ *  - cgroup socket-address programs on the cgroup v2 root (Python loads and
+ *    links them: kernel/cgroup_bpf.py), which see every datagram sent with
+ *    an address (sendto/sendmsg, and any send() of an AF_INET6 socket
+ *    connected to a mapped address, which the kernel hands to udp_sendmsg:
+ *    net/ipv6/udp.c) and every datagram received by a call that asks for
+ *    the sender's address (recvfrom/recvmsg);
+ *  - on kernels with the sock_send_length/sock_recv_length tracepoints
+ *    (Linux 6.3+: https://github.com/torvalds/linux/blob/v6.3/include/trace/events/sock.h),
+ *    send() and recv() on connected sockets, which the cgroup hooks skip.
+ * A connect() alone sends nothing: it is no flow (glibc's getaddrinfo
+ * connects a UDP socket to each candidate address to sort them).
+ */
+#ifndef IPPROTO_UDP
+#define IPPROTO_UDP 17
+#endif
+/* a flow's last-seen time is rewritten at most this often, not per datagram */
+#define UDP_REFRESH_NS 1000000000ULL
+
+struct udp_flow_key {
+	u64 cookie;     /* the socket's cookie: unlike its address, never reused */
+	u8  peer[16];   /* as the socket's family holds it: ::ffff:a.b.c.d on AF_INET6 */
+	u16 port;       /* the peer's, host order */
+	u16 pad[3];
+};
+
+/* flow -> when one of its datagrams was last seen.  LRU: past UDP_FLOWS_MAX
+ * flows the least recently seen are forgotten, and reported again when
+ * they come back (README, Limits). */
+BPF_TABLE("lru_hash", struct udp_flow_key, u64, udp_flows, UDP_FLOWS_MAX);
+
+/* A datagram of socket `sk` (its cookie `cookie`) to or from `peer`:`port`,
+ * in the sending or receiving task's context: the flow's record, if it is
+ * new or was idle for UDP_IDLE_NS. */
+static __always_inline void udp_datagram(void *ctx, const void *sk, u64 cookie,
+					 const u8 *peer, u16 port, u8 type)
+{
+	struct udp_flow_key key = {.cookie = cookie, .port = port};
+	u64 now = bpf_ktime_get_ns(), *last;
+	struct event e = {};
+
+	__builtin_memcpy(key.peer, peer, sizeof(key.peer));
+	last = udp_flows.lookup(&key);
+	if (last) {
+		u64 seen = *last;   /* read once: another CPU may rewrite it */
+
+		if (now - seen < UDP_IDLE_NS) {
+			if (now - seen > UDP_REFRESH_NS)
+				udp_flows.update(&key, &now);
+			return;
+		}
+	}
+	udp_flows.update(&key, &now);
+	e.type = type;
+	set_task(&e);
+	read_sock(&e, sk);             /* the local address and port, the netns */
+	__builtin_memcpy(e.daddr, peer, sizeof(e.daddr));
+	e.dport = port;
+	e.v6only = type == EVENT_UDP_IN && e.family == AF_INET6 ? sock_ipv6only(sk)
+								  : V6ONLY_UNKNOWN;
+	/* the cgroup programs too may read the task and its memory (a root
+	 * loader's, bpf_base_func_proto: Linux 5.10+), so the process is
+	 * introduced as for TCP: its name and command line from the kernel */
+	report(ctx, &e);
+}
+
+/* The struct sock behind a cgroup program's context, as a number: the
+ * kernel's struct bpf_sock_addr_kern begins with it.  ctx->sk itself is a
+ * pointer the verifier allows no arithmetic on, so read_sock() could not
+ * read its fields at their BTF offsets. */
+static __always_inline void *sock_of(struct bpf_sock_addr *ctx)
+{
+	return (void *)read_u64(ctx, OFF_SOCK_ADDR_SK);
+}
+
+/* ::ffff:a.b.c.d from an IPv4 address in network order */
+static __always_inline void map_ipv4(u8 *dst, u32 ip4)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &ip4, 4);
+}
+
+/* The peer of an IPv4 address in a cgroup program (sendmsg4, recvmsg4):
+ * on an AF_INET6 socket (a mapped send) in its mapped form. */
+static __always_inline void udp_ipv4_peer(struct bpf_sock_addr *ctx, u8 type)
+{
+	u8 peer[16] = {};
+	u32 ip4 = ctx->user_ip4, port = ctx->user_port, family = ctx->family;
+	void *sk = sock_of(ctx);
+
+	/* each field read into a local first: a read of ctx in a branch let
+	 * clang form a modified ctx pointer, which the verifier refuses */
+	asm volatile("" : "+r"(ip4), "+r"(port), "+r"(family));
+	if (family == AF_INET6)
+		map_ipv4(peer, ip4);
+	else
+		__builtin_memcpy(peer, &ip4, 4);
+	udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), peer,
+		     __builtin_bswap16((u16)port), type);
+}
+
+static __always_inline void udp_ipv6_peer(struct bpf_sock_addr *ctx, u8 type)
+{
+	u32 peer[4];
+	u32 port = ctx->user_port;
+	void *sk = sock_of(ctx);
+
+	peer[0] = ctx->user_ip6[0];
+	peer[1] = ctx->user_ip6[1];
+	peer[2] = ctx->user_ip6[2];
+	peer[3] = ctx->user_ip6[3];
+	asm volatile("" : "+r"(port));
+	udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), (const u8 *)peer,
+		     __builtin_bswap16((u16)port), type);
+}
+
+/* A send whose address the hook could not see (ancillary data made the
+ * kernel run it without one: user_family 0): the socket's own peer. */
+static __always_inline void udp_socket_peer(struct bpf_sock_addr *ctx, u8 type)
+{
+	struct event e = {};
+	void *sk = sock_of(ctx);
+
+	read_sock(&e, sk);
+	if (e.dport)
+		udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), e.daddr, e.dport, type);
+}
+
+static __always_inline bool is_udp_addr(struct bpf_sock_addr *ctx)
+{
+	u32 protocol = ctx->protocol;
+
+	return protocol == IPPROTO_UDP;
+}
+
+/* The cgroup programs: each returns 1, "allowed", always (0 would fail the
+ * application's system call); none rewrites an address. */
+int socktrace_udp4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	if (is_udp_addr(ctx)) {
+		if (ctx->user_family)
+			udp_ipv4_peer(ctx, EVENT_UDP_OUT);
+		else
+			udp_socket_peer(ctx, EVENT_UDP_OUT);
+	}
+	return 1;
+}
+
+int socktrace_udp6_sendmsg(struct bpf_sock_addr *ctx)
+{
+	if (is_udp_addr(ctx)) {
+		if (ctx->user_family)
+			udp_ipv6_peer(ctx, EVENT_UDP_OUT);
+		else
+			udp_socket_peer(ctx, EVENT_UDP_OUT);
+	}
+	return 1;
+}
+
+int socktrace_udp4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	if (is_udp_addr(ctx))
+		udp_ipv4_peer(ctx, EVENT_UDP_IN);
+	return 1;
+}
+
+int socktrace_udp6_recvmsg(struct bpf_sock_addr *ctx)
+{
+	if (is_udp_addr(ctx))
+		udp_ipv6_peer(ctx, EVENT_UDP_IN);
+	return 1;
+}
+
+#ifdef HAVE_SOCK_LENGTH
+/* send() or recv() on a connected UDP socket moved `ret` bytes: the peer
+ * is the socket's own.  Every socket's sends and receives pass here (TCP's
+ * too): the protocol is the first thing read. */
+static __always_inline void udp_connected(void *ctx, const void *sk, int ret, u8 type)
+{
+	struct event e = {};
+	u64 cookie;
+
+	if (ret <= 0 || sock_protocol(sk) != IPPROTO_UDP)
+		return;
+	if (read_u8(sk, OFF_SKC_STATE) != STATE_ESTABLISHED)
+		return;   /* not connected: the cgroup programs see its datagrams */
+	read_sock(&e, sk);
+	if (e.family != AF_INET && e.family != AF_INET6)
+		return;
+	/* a cookie exists once anything asked for one: our cgroup programs, a
+	 * sock_diag dump (socktrace's snapshot), SO_COOKIE; else the address */
+	cookie = read_u64(sk, OFF_SKC_COOKIE);
+	udp_datagram(ctx, sk, cookie ? cookie : (u64)sk, e.daddr, e.dport, type);
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+	udp_connected(ctx, (const void *)ctx->args[0], (int)ctx->args[1], EVENT_UDP_OUT);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+	udp_connected(ctx, (const void *)ctx->args[0], (int)ctx->args[1], EVENT_UDP_IN);
+	return 0;
+}
+#endif /* HAVE_SOCK_LENGTH */
+#endif /* TRACE_UDP */

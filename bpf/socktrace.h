@@ -27,6 +27,8 @@
                                its first connection (struct cmdline_event) */
 #define EVENT_CONNECT_FAILED 6  /* a connect() that never completed its
                                handshake: `err` says why                 */
+#define EVENT_UDP_IN     7  /* a UDP flow's first datagram, received     */
+#define EVENT_UDP_OUT    8  /* a UDP flow's first datagram, sent         */
 
 /* v6only when it is not known (AF_INET sockets, connects) */
 #define V6ONLY_UNKNOWN 0xff

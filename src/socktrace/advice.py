@@ -44,6 +44,10 @@ class KnownApp:
     ipv6: Optional[str] = None
     tested_by: Optional[str] = None
     untested: Optional[str] = None
+    protocol: str = "tcp"    # the sockets the entry is about: tcp, udp, or any
+
+    def serves(self, protocol: str) -> bool:
+        return self.protocol in (protocol, "any")
 
     def recognises(self, name: str | None, cmdline: str | None, go: bool = False) -> bool:
         """By the process's name, its executable's file name (the command
@@ -90,6 +94,8 @@ def load_apps(text: str) -> tuple[KnownApp, ...]:
             raise AppsFileError(f"{where}: a change and ipv6 = \"kept\" or \"lost\" are required")
         if not (app.tested_by or app.untested):
             raise AppsFileError(f"{where}: tested_by or untested is required")
+        if app.protocol not in ("tcp", "udp", "any"):
+            raise AppsFileError(f"{where}: protocol is tcp, udp or any, not {app.protocol!r}")
         for pattern in app.command:
             try:
                 re.compile(pattern)
@@ -111,8 +117,9 @@ def known_apps() -> tuple[KnownApp, ...]:
 
 
 def recognise(name: str | None, cmdline: str | None, go: bool = False,
-              apps: tuple[KnownApp, ...] | None = None) -> KnownApp | None:
-    """The first entry that recognises the process, or None.
+              apps: tuple[KnownApp, ...] | None = None, protocol: str = "tcp") -> KnownApp | None:
+    """The first entry about `protocol`'s sockets that recognises the
+    process, or None.
 
     >>> recognise("java", "/usr/bin/java -jar backup.jar").name
     'java'
@@ -122,9 +129,11 @@ def recognise(name: str | None, cmdline: str | None, go: bool = False,
     'go'
     >>> recognise("myserver", "/opt/my/server") is None
     True
+    >>> recognise("myserver", "/opt/my/server", go=True, protocol="udp").name
+    'go-udp'
     """
     return next((a for a in (apps if apps is not None else known_apps())
-                 if a.recognises(name, cmdline, go)), None)
+                 if a.serves(protocol) and a.recognises(name, cmdline, go)), None)
 
 
 class Advice(TypedDict):
@@ -148,9 +157,10 @@ class Advice(TypedDict):
 GENERIC_SOURCE = "https://man7.org/linux/man-pages/man7/ipv6.7.html"
 
 
-def _generic(who: str, port: int) -> dict:
+def _generic(who: str, port: int, protocol: str = "tcp") -> dict:
+    verb = "listen on" if protocol == "tcp" else "bind"
     return {
-        "change": f"listen on 0.0.0.0:{port} (an AF_INET socket) for IPv4, and if it must serve IPv6 "
+        "change": f"{verb} 0.0.0.0:{port} (an AF_INET socket) for IPv4, and if it must serve IPv6 "
                   f"too, set IPV6_V6ONLY=1 on its [::]:{port} socket",
         "replaces": None,
         "where": f"{who}'s listen address setting, or its code",
@@ -164,24 +174,28 @@ def _generic(who: str, port: int) -> dict:
 
 
 def advise(name: str | None, cmdline: str | None, port: int, go: bool = False,
-           apps: tuple[KnownApp, ...] | None = None) -> Advice:
-    """The advice for the dual-stack listener on `port` that the process
-    (`name`, `cmdline`, a Go program or not) holds.
+           apps: tuple[KnownApp, ...] | None = None, protocol: str = "tcp") -> Advice:
+    """The advice for the dual-stack listener (a UDP socket: `protocol`
+    udp) on `port` that the process (`name`, `cmdline`, a Go program or
+    not) holds.
 
     >>> a = advise("squid", "/usr/sbin/squid -sYC", 3128)
     >>> a["app"], a["replaces"], a["change"], a["ipv6"]
     ('squid', 'http_port 3128', 'http_port 0.0.0.0:3128', 'lost')
     >>> advise("mysrv", "./mysrv", 8080)["change"].split(" (")[0]
     'listen on 0.0.0.0:8080'
+    >>> advise("mysrv", "./mysrv", 53, protocol="udp")["change"].split(" (")[0]
+    'bind 0.0.0.0:53'
     """
-    app = recognise(name, cmdline, go, apps)
+    app = recognise(name, cmdline, go, apps, protocol)
     who = name or "the program"
     if app is None:
         return {"app": None, "title": who, "separate": False,
-                "dual_stack": "it listens on an AF_INET6 socket without IPV6_V6ONLY",
-                "source": GENERIC_SOURCE, **_generic(who, port)}
+                "dual_stack": f"it {'listens on' if protocol == 'tcp' else 'receives on'} an AF_INET6 "
+                              "socket without IPV6_V6ONLY",
+                "source": GENERIC_SOURCE, **_generic(who, port, protocol)}
     fill = functools.partial(_fill, port=port)
-    base = _generic(who, port) if app.separate else {}
+    base = _generic(who, port, protocol) if app.separate else {}
     return {"app": app.name, "title": app.title, "separate": app.separate,
             "dual_stack": fill(app.dual_stack), "change": fill(app.change or base.get("change")),
             "replaces": fill(app.replaces), "where": fill(app.where),

@@ -38,22 +38,23 @@ def address(raw: bytes, family: int) -> tuple[str, bool]:
     return str(ipaddress.IPv6Address(raw[:16])), False
 
 
-def label(sock_family: str, mapped: bool) -> str:
-    """tcp (AF_INET), tcp6, or tcp6 MAPPED (an AF_INET6 socket, IPv4 peer).
+def label(sock_family: str, mapped: bool, protocol: str = "tcp") -> str:
+    """What netstat calls the socket: tcp (AF_INET), tcp6, or tcp6 MAPPED
+    (an AF_INET6 socket, IPv4 peer); udp, udp6, udp6 MAPPED likewise.
 
-    >>> label("AF_INET6", True)
-    'tcp6 MAPPED'
+    >>> label("AF_INET6", True), label("AF_INET", False, "udp")
+    ('tcp6 MAPPED', 'udp')
     """
     if sock_family == "AF_INET":
-        return "tcp"
-    return "tcp6 MAPPED" if mapped else "tcp6"
+        return protocol
+    return f"{protocol}6 MAPPED" if mapped else f"{protocol}6"
 
 
-def protocol(sock_family: str, mapped: bool) -> str:
+def peer_family(sock_family: str, mapped: bool) -> str:
     """What the peer really speaks, as the report counts it: ipv4 (AF_INET),
     mapped (IPv4 over AF_INET6) or ipv6.
 
-    >>> protocol("AF_INET6", True), protocol("AF_INET", False)
+    >>> peer_family("AF_INET6", True), peer_family("AF_INET", False)
     ('mapped', 'ipv4')
     """
     if sock_family == "AF_INET":

@@ -112,16 +112,21 @@ def filter_options(f):
         click.option("-4", "ipv4", is_flag=True,
                      help="Only IPv4 peers: AF_INET sockets and mapped peers of AF_INET6 sockets."),
         click.option("-6", "ipv6", is_flag=True, help="Only native IPv6 peers."),
+        click.option("-t", "--tcp", "tcp", is_flag=True, help="Only TCP (as netstat -t)."),
+        click.option("-u", "--udp", "udp", is_flag=True, help="Only UDP (as netstat -u); neither -t "
+                     "nor -u: both."),
     ]):
         f = option(f)
     return f
 
 
-def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
+def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp) -> Filter:
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
     return Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
-                  peer="4" if ipv4 else "6" if ipv6 else None)
+                  peer="4" if ipv4 else "6" if ipv6 else None,
+                  # both given is netstat's -tu: both protocols
+                  protocol="tcp" if tcp and not udp else "udp" if udp and not tcp else None)
 
 
 @click.group(invoke_without_command=True,
@@ -132,6 +137,8 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
 @filter_options
 @click.option("--unaccepted-after", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
               metavar="SECONDS", help="Report a connection nobody accepted after this long.")
+@click.option("--udp-idle", type=click.FloatRange(1, 86400), default=60.0, show_default=True,
+              metavar="SECONDS", help="Report a UDP flow again after this long without a datagram.")
 @click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto", show_default=True,
               help="Event buffer: ring buffer (Linux 5.8+) or per-CPU perf buffer; auto picks by kernel version.")
 @click.option("--buffer-pages", type=int, callback=_pages,
@@ -158,14 +165,14 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6) -> Filter:
               help="Do not report connects that fail (refused, timeout, unreachable, ...).")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccepted_after, buffer,
-         buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics, quiet, duration,
-         no_snapshot, no_failed):
-    """Stream every new TCP connection; mark IPv4 connections served by
-    AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
+def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, unaccepted_after,
+         udp_idle, buffer, buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics,
+         quiet, duration, no_snapshot, no_failed):
+    """Stream every new TCP connection and UDP flow; mark IPv4 peers served
+    by AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ctx.invoked_subcommand is not None:
         _tracing_options_only(ctx)
-    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp)
     if quiet and not (output or metrics):
         raise click.UsageError("-q/--quiet needs -o/--output or --metrics: otherwise nothing would "
                                "be written")
@@ -173,7 +180,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, unaccept
         raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
     app = ctx.ensure_object(App)
     app.trace = TraceOptions(
-        probe=probe, json=as_json, unaccepted_after=unaccepted_after, buffer=buffer,
+        probe=probe, json=as_json, unaccepted_after=unaccepted_after, udp_idle=udp_idle, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
         duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed,
@@ -235,12 +242,13 @@ def report(files, as_json, top):
 @click.option("--netns", "netns_spec", metavar="PATH|PID",
               help="Look into another network namespace: a path (/run/netns/NAME) or a pid.")
 @click.option("--all-netns", is_flag=True, help="Every network namespace of the system.")
-def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, as_json, explain, netns_spec, all_netns):
-    """List the TCP sockets that exist now, classified as tcp (AF_INET),
-    tcp6 or tcp6 MAPPED (IPv4 over an AF_INET6 socket), with their
-    processes.  Needs no BPF; without root it sees only the current user's
-    processes."""
-    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6)
+def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, as_json, explain, netns_spec,
+             all_netns):
+    """List the TCP and UDP sockets that exist now, classified as tcp
+    (AF_INET), tcp6 or tcp6 MAPPED (IPv4 over an AF_INET6 socket), udp,
+    udp6, udp6 MAPPED, with their processes.  Needs no BPF; without root it
+    sees only the current user's processes."""
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp)
     if netns_spec and all_netns:
         raise click.UsageError("--netns and --all-netns exclude each other")
     if (netns_spec or all_netns) and os.geteuid() != 0:

@@ -27,6 +27,7 @@ class Filter:
     port: frozenset[int] = frozenset()   # local or remote
     comm: str | None = None          # substring of the process or thread name, as opensnoop -n
     peer: str | None = None          # "4": the peer speaks IPv4 (plain or mapped); "6": native IPv6
+    protocol: str | None = None      # "tcp" or "udp" (-t, -u), None: both
 
     def __post_init__(self):
         object.__setattr__(self, "pid", _set(self.pid))
@@ -36,15 +37,15 @@ class Filter:
         """A traced connection; -c matches the name of its thread (c.comm)
         or of its process (`process`: a JVM's threads have names of their own)."""
         return self._matches(c.mapped, (c.pid,), (c.comm, process or ""), c.lport, c.rport,
-                             c.peer_is_ipv4)
+                             c.peer_is_ipv4, c.protocol)
 
     def matches_socket(self, s) -> bool:
         """A socket of `socktrace snapshot` (snapshot.Sock): it matches a
         pid or name when any of the processes sharing it does."""
         return self._matches(s.mapped, s.pids, tuple(o.comm or "" for o in s.owners),
-                             s.lport, s.rport, s.peer_is_ipv4)
+                             s.lport, s.rport, s.peer_is_ipv4, s.protocol)
 
-    def _matches(self, mapped, pids, comms, lport, rport, peer_is_ipv4) -> bool:
+    def _matches(self, mapped, pids, comms, lport, rport, peer_is_ipv4, protocol) -> bool:
         if self.mapped_only and not mapped:
             return False
         if self.pid and self.pid.isdisjoint(pids):
@@ -56,5 +57,7 @@ class Filter:
         if self.peer == "4" and not peer_is_ipv4:
             return False
         if self.peer == "6" and peer_is_ipv4:
+            return False
+        if self.protocol is not None and protocol != self.protocol:
             return False
         return True

@@ -37,6 +37,8 @@ from pathlib import Path
 from .kernel import headers
 from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
+from .kernel.cgroup_bpf import UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, UDP6_SENDMSG, \
+    CgroupError, CgroupLinks
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
 from .events import stat_index
@@ -55,6 +57,10 @@ AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 RINGBUF_PAGES = 1024     # 4 MiB: ~32,000 events (128 bytes each with the ring's header)
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # each map's size: children between their clone and accept(), connects in flight
+UDP_FLOWS_MAX = 65536    # UDP flows remembered (LRU): those older than --udp-idle are forgotten first
+# the cgroup programs of bpf/socktrace.bpf.c (UDP flows) and where each is attached
+UDP_PROGRAMS = (("socktrace_udp4_sendmsg", UDP4_SENDMSG), ("socktrace_udp6_sendmsg", UDP6_SENDMSG),
+                ("socktrace_udp4_recvmsg", UDP4_RECVMSG), ("socktrace_udp6_recvmsg", UDP6_RECVMSG))
 FEXIT_TARGET = "inet_csk_accept"
 HALF_OPEN_MAX_NS = 60 * 10**9  # a pending entry whose handshake never completed
 
@@ -70,6 +76,8 @@ class KernelFilter:
     mapped_only: bool = False
     pid: int | None = None
     failed: bool = True      # report connects that fail (--no-failed: not)
+    udp: bool = True         # follow UDP flows (-t: TCP only, no UDP hook attached)
+    udp_idle: float = 60.0   # seconds without a datagram after which a flow is new again
 
 
 class Probes:
@@ -78,8 +86,9 @@ class Probes:
     The only object that holds a bcc one (made by Loader.load)."""
 
     def __init__(self, bpf, mode: Mode, ringbuf: bool, offsets_from: str,
-                 buffer_pages: int = RINGBUF_PAGES):
+                 buffer_pages: int = RINGBUF_PAGES, cgroup: CgroupLinks | None = None):
         self._bpf = bpf
+        self._cgroup = cgroup          # the UDP flows' cgroup programs, linked
         self.mode = mode
         self.ringbuf = ringbuf
         self.offsets_from = offsets_from          # "BTF" or "kernel headers"
@@ -134,6 +143,8 @@ class Probes:
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""
+        if self._cgroup is not None:
+            self._cgroup.close()
         b = self._bpf
         for name in list(b.tracepoint_fds):
             b.detach_tracepoint(name)
@@ -147,6 +158,8 @@ class Probes:
             b.detach_kfunc(name)
 
     def close(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.close()
         self._bpf.cleanup()
 
 
@@ -323,6 +336,12 @@ class Loader:
         d["FILTER_PID"] = self.kfilter.pid or 0
         d["NO_FAILED"] = int(not self.kfilter.failed)
         d["PENDING_MAX"] = PENDING_MAX
+        if self.kfilter.udp:
+            d["TRACE_UDP"] = 1
+            d["UDP_IDLE_NS"] = f"{int(self.kfilter.udp_idle * 1e9)}ULL"
+            d["UDP_FLOWS_MAX"] = UDP_FLOWS_MAX
+            if self.sock_length_tracepoints:
+                d["HAVE_SOCK_LENGTH"] = 1
         if self.ringbuf:
             d["USE_RINGBUF"] = 1
             d["RINGBUF_PAGES"] = self.buffer_pages
@@ -361,7 +380,34 @@ class Loader:
                 bpf = _BPF(src_file=str(src).encode(), cflags=self.cflags(mode))
         except Exception as exc:
             raise ProbeError(_bcc_error(exc)) from None
-        return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages)
+        try:
+            cgroup = self._link_udp(bpf) if self.kfilter.udp else None
+        except (CgroupError, OSError) as exc:
+            bpf.cleanup()
+            raise ProbeError(f"UDP flows: {exc}") from None
+        return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages, cgroup)
+
+    @property
+    def sock_length_tracepoints(self) -> bool:
+        """sock:sock_send_length and sock_recv_length (Linux 6.3+): what
+        sees send() and recv() on connected UDP sockets."""
+        return os.path.isdir(os.path.join(self.tracefs, "events/sock/sock_send_length"))
+
+    def _link_udp(self, bpf) -> CgroupLinks:
+        """The cgroup programs bcc compiled, loaded and linked to the cgroup
+        v2 root (kernel/cgroup_bpf.py: bcc cannot, on every version)."""
+        lib = self.bcc.libbcc.lib
+        links = CgroupLinks()
+        try:
+            license = lib.bpf_module_license(bpf.module)
+            for name, attach_type in UDP_PROGRAMS:
+                fn = name.encode()
+                links.attach(lib.bpf_function_start(bpf.module, fn),
+                             lib.bpf_function_size(bpf.module, fn), license, attach_type, fn)
+        except BaseException:
+            links.close()
+            raise
+        return links
 
     def _fexit_refusal(self) -> str | None:
         if self._fexit_target is None:

@@ -25,8 +25,8 @@ from typing import Iterator, Protocol
 
 from .advice import advise
 from .classify import came_through
-from .events import EVENT_ACCEPT, EVENT_CONNECT, Connection, ProcessArgs, decode, origin, \
-    time_and_ports
+from .events import EVENT_ACCEPT, EVENT_CONNECT, EVENT_UDP_IN, EVENT_UDP_OUT, Connection, \
+    ProcessArgs, decode, origin, time_and_ports
 from .filters import Filter
 from .procinfo import NO_PROCESS, ProcessInfo
 from .records import ConnectionRecord, SummaryRecord, connection_record, dual_stack_record, owner, \
@@ -37,7 +37,7 @@ from .vocabulary import UNACCEPTED, Drops, DualStackListeners, RecordType
 CHUNK = 64
 ORIGINS_MAX = 65536
 # events whose record depends on nothing but the event and the process cache
-_COPYABLE = frozenset((EVENT_ACCEPT, EVENT_CONNECT))
+_COPYABLE = frozenset((EVENT_ACCEPT, EVENT_CONNECT, EVENT_UDP_IN, EVENT_UDP_OUT))
 
 
 class Processes(Protocol):
@@ -154,7 +154,8 @@ class RecordBuilder:
         """The counts, and the advice for each dual-stack listener that
         served IPv4 peers (asked now: whether its program is a Go one)."""
         seen = [dual_stack_record(d, advise(d.process, d.cmdline, d.port,
-                                            d.pid is not None and self.processes.is_go(d.pid)))
+                                            d.pid is not None and self.processes.is_go(d.pid),
+                                            protocol=d.protocol))
                 for d in self.dual_stack.serving_ipv4()]
         return summary_record(dict(self.counts), self.mapped, drops, seen)
 

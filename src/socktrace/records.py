@@ -17,7 +17,8 @@ from .advice import Advice
 from .events import Connection
 from .procinfo import ProcessInfo
 from .snapshot import Owner, Sock
-from .vocabulary import CONNECT, CONNECT_FAILED, Drops, DualStackListener, RecordType
+from .vocabulary import CONNECT, CONNECT_FAILED, TCP_PROTOCOL, UDP, UDP_PROTOCOL, Drops, \
+    DualStackListener, RecordType
 
 
 class OwnerRecord(TypedDict):
@@ -40,6 +41,7 @@ class _Endpoints(TypedDict):
 
 class _Connection(_Endpoints):
     type: str                  # vocabulary.CONNECTION_TYPES
+    protocol: str              # tcp, udp
     time: str                  # iso_time()
     pid: Optional[int]
     tid: Optional[int]
@@ -54,7 +56,8 @@ class _Connection(_Endpoints):
 
 
 class ConnectionRecord(_Connection, total=False):
-    v6only: Optional[bool]     # accept and unaccepted only
+    v6only: Optional[bool]     # accept, unaccepted, and udp `in` only
+    direction: str             # udp only: in (its first datagram was received), out
     reason: str                # connect_failed only: refused, timeout, unreachable, reset, closed, or an errno name
     processes: List[OwnerRecord]   # unaccepted only: every owner of the listener
 
@@ -70,7 +73,8 @@ class _SocketListener(TypedDict):
 
 class _Socket(_Endpoints):
     type: str                  # socket (snapshot), existing (the tracer's first lines)
-    state: str
+    protocol: str              # tcp, udp
+    state: str                 # TCP's states; UDP: UNCONN, or ESTABLISHED once connect()ed
     pid: Optional[int]
     comm: Optional[str]
     cmdline: Optional[str]
@@ -107,6 +111,7 @@ class DualStackRecord(TypedDict):
     as the summary names it (vocabulary.DualStackListener): its process
     (None: not known), every pid that took its connections, its port and
     the advice."""
+    protocol: str
     pid: Optional[int]
     pids: List[int]
     process: Optional[str]
@@ -154,6 +159,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
     """
     rec: ConnectionRecord = {
         "type": c.kind.value,
+        "protocol": UDP_PROTOCOL if c.kind == UDP else TCP_PROTOCOL,
         "time": iso_time(c.time_ns),
         "pid": c.pid or None,
         "tid": c.tid or None,
@@ -174,6 +180,9 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
     }
     if c.kind == CONNECT_FAILED:
         rec["reason"] = c.reason
+    elif c.kind == UDP:
+        rec["direction"] = c.direction
+        rec["v6only"] = c.v6only
     elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec
@@ -215,8 +224,8 @@ def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
 
 
 def dual_stack_record(d: DualStackListener, advice: Advice) -> DualStackRecord:
-    return {"pid": d.pid, "pids": d.pids, "process": d.process, "cmdline": d.cmdline,
-            "port": d.port, "mapped": d.mapped, "advice": advice}
+    return {"protocol": d.protocol, "pid": d.pid, "pids": d.pids, "process": d.process,
+            "cmdline": d.cmdline, "port": d.port, "mapped": d.mapped, "advice": advice}
 
 
 def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value) -> SocketRecord:
@@ -224,7 +233,7 @@ def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value
     tracer found at its start) with the tracer's field names."""
     first = s.first_owner
     rec: SocketRecord = {
-        "type": type, "state": s.state,
+        "type": type, "protocol": s.protocol, "state": s.state,
         "pid": first.pid if first else None, "comm": first.comm if first else None,
         "cmdline": first.cmdline if first else None,
         "uid": s.uid, "user": user, "netns": s.netns, "inode": s.inode or None,
@@ -232,7 +241,7 @@ def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value
         "laddr": s.laddr, "lport": s.lport, "raddr": s.raddr, "rport": s.rport,
         "processes": _owners(s.owners),
     }
-    if s.state == "LISTEN":
+    if s.state in ("LISTEN", "UNCONN"):
         rec["v6only"] = s.v6only
     if s.listener:
         lo = s.listener.first_owner

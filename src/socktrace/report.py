@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from .advice import advise
-from .classify import protocol
-from .vocabulary import CONNECT, CONNECT_FAILED, CONNECTION_TYPES, DualStackListener, \
+from .classify import peer_family
+from .vocabulary import CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, DualStackListener, \
     DualStackListeners, RecordType, process_name
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
@@ -67,7 +67,8 @@ class Process:
 
 @dataclass
 class Report:
-    records: int = 0          # connections (vocabulary.CONNECTIONS)
+    records: int = 0          # TCP connections (vocabulary.CONNECTIONS)
+    udp_by_protocol: Counter = field(default_factory=Counter)   # UDP flows, by peer family
     by_type: Counter = field(default_factory=Counter)   # every connection record
     processes: dict = field(default_factory=dict)
     dual_stack: DualStackListeners = field(default_factory=DualStackListeners)
@@ -92,7 +93,7 @@ def _seen(obj, time: str) -> None:
 def advice(lst: DualStackListener):
     """The fix for a listener of a log, from its name and command line: a
     log does not say whether the program was a Go one."""
-    return advise(lst.process, lst.cmdline, lst.port)
+    return advise(lst.process, lst.cmdline, lst.port, protocol=lst.protocol)
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> Report:
@@ -107,21 +108,24 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
             continue
         r.by_type[kind] += 1
         r.dual_stack.add((rec,))
-        proto = protocol(rec["sock_family"], rec["mapped"])
+        proto = peer_family(rec["sock_family"], rec["mapped"])
         # the process's name (logs before it had only the thread's): one
         # JVM, not one row per thread name
         who = (rec["pid"], process_name(rec), rec.get("cmdline"))
         if kind == CONNECT_FAILED:   # an attempt, not a connection
             r.failed[who + (rec["raddr"], rec["rport"], proto, rec.get("reason"))] += 1
             continue
-        r.records += 1
+        if kind == UDP:   # a flow, not a connection
+            r.udp_by_protocol[proto] += 1
+        else:
+            r.records += 1
+            r.by_protocol[proto] += 1
+            r.peers[(rec["raddr"], proto)] += 1
         p = r.processes.setdefault(who, Process(*who))
         p.by_type[kind] += 1
         p.by_protocol[proto] += 1
-        r.by_protocol[proto] += 1
         _seen(p, rec["time"])
         _seen(r, rec["time"])
-        r.peers[(rec["raddr"], proto)] += 1
         if kind == CONNECT and rec["mapped"]:
             c = r.mapped_clients.setdefault(who, Process(*who))
             c.by_type[kind] += 1
@@ -132,14 +136,17 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
 def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
     return {
         "records": r.records, "first": r.first or None, "last": r.last or None,
-        "by_type": dict(r.by_type), "by_protocol": dict(r.by_protocol), "lost": r.lost,
+        "by_type": dict(r.by_type), "by_protocol": dict(r.by_protocol),
+        "udp_flows": sum(r.udp_by_protocol.values()), "udp_by_protocol": dict(r.udp_by_protocol),
+        "lost": r.lost,
         "unwritten": r.unwritten,
         "processes": [
             {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "by_type": dict(p.by_type),
              "by_protocol": dict(p.by_protocol), "first": p.first, "last": p.last}
             for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
         "dual_stack_listeners": [
-            {"pid": l.pid, "pids": l.pids, "comm": l.process, "cmdline": l.cmdline, "port": l.port,
+            {"protocol": l.protocol, "pid": l.pid, "pids": l.pids, "comm": l.process,
+             "cmdline": l.cmdline, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
              "first": l.first, "last": l.last, "advice": advice(l)}

@@ -44,6 +44,7 @@ class TraceOptions:
     json: bool = False
     filter: Filter = Filter()
     unaccepted_after: float = 1.0
+    udp_idle: float = 60.0    # seconds without a datagram before a UDP flow is new again
     buffer: str = "auto"
     buffer_pages: Optional[int] = None
     output: Optional[str] = None
@@ -95,7 +96,9 @@ class BccKernel:
             ensure_mounted()
             loader = Loader(bcc, KernelFilter(opts.filter.mapped_only,
                                               next(iter(pids)) if len(pids) == 1 else None,
-                                              failed=opts.failed),
+                                              failed=opts.failed,
+                                              udp=opts.filter.protocol != "tcp",
+                                              udp_idle=opts.udp_idle),
                             tracefs=tracefs_root(), buffer=opts.buffer,
                             buffer_pages=opts.buffer_pages)
         except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
@@ -204,5 +207,6 @@ def take_snapshot(namespaces: list[str | None], flt: Filter
         if s.dual_stack:
             first = s.first_owner
             rec["advice"] = advise(first.comm if first else None, first.cmdline if first else None,
-                                   s.lport, first is not None and cache.is_go(first.pid))
+                                   s.lport, first is not None and cache.is_go(first.pid),
+                                   protocol=s.protocol)
     return snap, socks, records

@@ -1,4 +1,4 @@
-"""`socktrace snapshot`: the TCP sockets that exist now, classified.
+"""`socktrace snapshot`: the TCP and UDP sockets that exist now, classified.
 
 Needs no BPF: the kernel's sock_diag interface lists the sockets with their
 state and IPV6_V6ONLY flag (kernel/sockdiag.py); /proc/PID/fd links name the
@@ -14,7 +14,7 @@ from typing import Iterable, NamedTuple
 
 from .classify import came_through, peer_is_ipv4
 from .kernel import netns
-from .kernel.sockdiag import LISTEN, TCP_STATES, DiagSocket, dump_tcp
+from .kernel.sockdiag import LISTEN, TCP_STATES, UDP_STATES, DiagSocket, dump
 from .procinfo import ProcessCache, socket_owners
 
 # states in which a socket without a file (inode 0) is still in its listener's
@@ -58,10 +58,18 @@ class Sock(NamedTuple):
     v6only: bool | None        # the socket's own IPV6_V6ONLY (AF_INET6 only)
     listener: Listener | None = None   # for an accepted connection: its listener
     queued: bool = False       # handshake done, still in the listener's queue
+    protocol: str = "tcp"      # tcp or udp
 
     @property
     def dual_stack(self) -> bool:
-        return self.state == "LISTEN" and self.sock_family == "AF_INET6" and self.v6only is False
+        """A socket that takes IPv4 peers through an AF_INET6 socket: a TCP
+        listener, or an unconnected UDP socket bound to ::, without
+        IPV6_V6ONLY."""
+        if self.sock_family != "AF_INET6" or self.v6only is not False:
+            return False
+        if self.protocol == "udp":
+            return self.state == "UNCONN" and self.laddr == "::"
+        return self.state == "LISTEN"
 
     @property
     def peer_is_ipv4(self) -> bool:
@@ -92,13 +100,17 @@ class Snapshot:
                 and s.sock_family == "AF_INET6"]
 
 
-def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns: int) -> list[Sock]:
-    """Turn sock_diag records of one namespace into classified sockets.
+def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns: int,
+             protocol: str = "tcp") -> list[Sock]:
+    """Turn sock_diag records of one namespace and protocol into classified
+    sockets.
 
-    A connection whose local port is a listener's (same family, the
+    A TCP connection whose local port is a listener's (same family, the
     listener's address a wildcard or the same) was accepted from it; one
-    with no socket inode yet is still queued there.
+    with no socket inode yet is still queued there.  UDP has no listeners:
+    an unconnected socket (UNCONN) takes datagrams from any peer.
     """
+    states = UDP_STATES if protocol == "udp" else TCP_STATES
     raw = list(raw)
     listeners: dict[int, list[tuple[DiagSocket, Listener]]] = {}
     for d in raw:
@@ -115,13 +127,14 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
                     listener = lst
                     break
         out.append(Sock(
-            state=TCP_STATES.get(d.state, str(d.state)), sock_family=family,
+            state=states.get(d.state, str(d.state)), sock_family=family,
             mapped=d.dst_mapped if d.state != LISTEN else d.src_mapped,
             laddr=d.src, lport=d.sport, raddr=d.dst, rport=d.dport, uid=d.uid, inode=d.inode,
             netns=ns, owners=owners.get(d.inode, ()),
             v6only=d.v6only if family == "AF_INET6" else None,
             listener=listener,
-            queued=listener is not None and d.inode == 0 and TCP_STATES.get(d.state) in QUEUED_STATES))
+            queued=listener is not None and d.inode == 0 and TCP_STATES.get(d.state) in QUEUED_STATES,
+            protocol=protocol))
     return out
 
 
@@ -133,9 +146,13 @@ def read_bindv6only(procfs: str = "/proc") -> int | None:
         return None
 
 
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+
+
 def take(namespaces: list[str | None], cache: ProcessCache | None = None,
-         procfs: str = "/proc") -> Snapshot:
-    """Collect the sockets of the given namespaces (None: our own)."""
+         procfs: str = "/proc", protocols: tuple[str, ...] = ("tcp", "udp")) -> Snapshot:
+    """Collect the sockets of the given namespaces (None: our own), of
+    `protocols`."""
     cache = cache or ProcessCache(procfs)
     by_inode, hidden = socket_owners(procfs)
 
@@ -153,7 +170,9 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
     sockets: list[Sock] = []
     for path in namespaces:
         with netns.entered(path) as ns:
-            raw = dump_tcp(socket.AF_INET6) + dump_tcp(socket.AF_INET)
-        sockets += classify(raw, owners, ns)
+            raw = {p: dump(socket.AF_INET6, PROTOCOLS[p]) + dump(socket.AF_INET, PROTOCOLS[p])
+                   for p in protocols}
+        for p in protocols:
+            sockets += classify(raw[p], owners, ns, p)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)
     return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets)

@@ -33,7 +33,8 @@ class Tracer:
     def __init__(self, probes: Probes, sink: Sink, flt: Filter = Filter(),
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
-                 sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take([None]),
+                 sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take(
+                     [None], protocols=("tcp",)),
                  own_netns: int | None = None):
         self.probes = probes
         self.sink = sink

@@ -22,6 +22,7 @@ class RecordType(str, Enum):
     CONNECT = "connect"                 # its handshake completed
     UNACCEPTED = "unaccepted"           # handshake done, nobody accepted it (yet)
     CONNECT_FAILED = "connect_failed"   # a connect whose handshake never completed
+    UDP = "udp"                         # a UDP flow's first datagram (`direction`: in, out)
     # one socket (records.SocketRecord)
     EXISTING = "existing"               # a mapped connection found when tracing began
     SOCKET = "socket"                   # a line of `socktrace snapshot`
@@ -34,15 +35,38 @@ class RecordType(str, Enum):
 
 # Plain strings: what a record's "type" holds, and a set lookup on the hot
 # path compares them by identity.
-ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED = (
+ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED, UDP = (
     t.value for t in (RecordType.ACCEPT, RecordType.CONNECT, RecordType.UNACCEPTED,
-                      RecordType.CONNECT_FAILED))
-# records that carry the connection fields
-CONNECTION_TYPES = (ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED)
-# ... of which these are connections; a connect_failed is an attempt
+                      RecordType.CONNECT_FAILED, RecordType.UDP))
+# records that carry the connection fields (and `protocol`)
+CONNECTION_TYPES = (ACCEPT, CONNECT, UNACCEPTED, CONNECT_FAILED, UDP)
+# ... of which these are TCP connections; a connect_failed is an attempt,
+# a udp record a flow
 CONNECTIONS = frozenset((ACCEPT, CONNECT, UNACCEPTED))
 # ... and these came in through a listener
 THROUGH_LISTENER = frozenset((ACCEPT, UNACCEPTED))
+# a record's `protocol`; a UDP flow's `direction`: its first datagram
+# received (in) or sent (out)
+TCP_PROTOCOL, UDP_PROTOCOL = "tcp", "udp"
+IN, OUT = "in", "out"
+
+
+def came_in(rec: Mapping[str, Any]) -> bool:
+    """Whether a record's connection or flow came in through a socket the
+    local side listens on: a TCP listener's accept (or queued connection),
+    or a UDP flow whose first datagram was received.
+
+    >>> came_in({"type": "accept"}), came_in({"type": "udp", "direction": "out"})
+    (True, False)
+    """
+    kind = rec["type"]
+    return kind in THROUGH_LISTENER or (kind == UDP and rec.get("direction") == IN)
+
+
+def protocol_of(rec: Mapping[str, Any]) -> str:
+    """tcp or udp; logs written before UDP flows existed carry no protocol:
+    TCP."""
+    return rec.get("protocol") or TCP_PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -69,11 +93,12 @@ def process_name(rec: Mapping[str, Any]) -> Optional[str]:
 @dataclass
 class DualStackListener:
     """One dual-stack listener as the summary and `report` count it: the
-    connections that came in through an AF_INET6 listener, grouped by
-    process name, command line and port (the metrics count the same
-    connections by port and process name alone: a label holds no command
-    line).  Forked workers that share a listener are one (nginx's,
-    gunicorn's): `pids` lists them."""
+    connections and UDP flows that came in (came_in) through an AF_INET6
+    socket, grouped by protocol, process name, command line and port (the
+    metrics count the same by protocol, port and process name alone: a
+    label holds no command line).  Forked workers that share a listener
+    are one (nginx's, gunicorn's): `pids` lists them."""
+    protocol: str
     process: Optional[str]
     cmdline: Optional[str]
     port: int
@@ -104,26 +129,30 @@ class DualStackListeners:
     ...        {"type": "accept", "time": "t2", "pid": 8, "process": "nginx", "comm": "nginx",
     ...         "cmdline": "nginx: worker process", "sock_family": "AF_INET6", "mapped": True,
     ...         "lport": 80, "v6only": False}])
-    >>> [(l.pids, l.process, l.port, l.mapped) for l in d.serving_ipv4()]
-    [([7, 8], 'nginx', 80, 2)]
+    >>> [(l.protocol, l.pids, l.process, l.port, l.mapped) for l in d.serving_ipv4()]
+    [('tcp', [7, 8], 'nginx', 80, 2)]
     """
 
     def __init__(self) -> None:
         self._by_key: dict[tuple, DualStackListener] = {}
 
     def add(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Count the records that came in through an AF_INET6 listener (on
-        the tracer's hot path: one loop, locals, the common case first)."""
+        """Count the records that came in (came_in) through an AF_INET6
+        socket (on the tracer's hot path: one loop, locals, the common case
+        first)."""
         groups, through = self._by_key, THROUGH_LISTENER
         for r in records:
-            if r["type"] not in through or r["sock_family"] != "AF_INET6":
+            kind = r["type"]
+            if kind not in through and not (kind == UDP and r.get("direction") == IN):
+                continue   # came_in(), inlined
+            if r["sock_family"] != "AF_INET6":
                 continue
             name = r.get("process") or r.get("comm") or None   # process_name(), inlined
-            key = (name, r.get("cmdline"), r["lport"])
+            key = (r.get("protocol") or TCP_PROTOCOL, name, r.get("cmdline"), r["lport"])
             t = r["time"]
             g = groups.get(key)
             if g is None:
-                g = groups[key] = DualStackListener(name, key[1], key[2], first=t, last=t)
+                g = groups[key] = DualStackListener(*key, first=t, last=t)
             elif t > g.last:       # records come in time order, mostly
                 g.last = t
             elif t < g.first:

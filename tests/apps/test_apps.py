@@ -175,7 +175,7 @@ def assert_plain(t: Trial, port: int, ipv6: str) -> None:
     else:
         assert v6 is None, f"IPv6 still served: {v6}"
     assert t.summary["mapped"] == 0 and t.summary["dual_stack"] == []
-    assert "No dual-stack (IPV6_V6ONLY=0) listener here." in t.explain
+    assert "No dual-stack (IPV6_V6ONLY=0) listener or UDP socket here." in t.explain
     assert not any(r.get("v6only") is False for r in t.listeners), t.listeners
     assert t.report["dual_stack_listeners"] == []
 
@@ -445,6 +445,353 @@ def test_samba(root):
     assert_separate(trial(root, start, 445, sockets=2), 445)
 
 
+# ------------------------------------------------------------ UDP servers
+
+def udp_bound(port: int) -> list[str]:
+    """`ss` on this host's unconnected UDP sockets of `port`."""
+    out = subprocess.run(["ss", "-Hulna", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def wait_bound(root, proc, port: int, sockets: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(udp_bound(port)) < sockets:
+        assert proc.poll() is None, f"the server exited {proc.returncode}:\n{root.log_of(proc)}"
+        assert time.monotonic() < deadline, f"no UDP socket on {port}:\n{root.log_of(proc)}"
+        time.sleep(0.1)
+
+
+def ask(payload: bytes) -> Callable[[str, int], int | None]:
+    """A client sending `payload` from a connected UDP socket of the
+    server's family: its local port, or None when refused (the kernel's
+    ICMP port unreachable).  A server that does not answer (syslog) just
+    lets the wait end."""
+    def client(host: str, port: int) -> int | None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.connect((host, port))
+            s.send(payload)
+            try:
+                s.recv(4096)
+            except ConnectionRefusedError:
+                return None
+            except socket.timeout:
+                pass
+            return s.getsockname()[1]
+    return client
+
+
+def dns_query(name: str = "bench.test", qtype: int = 1) -> bytes:
+    """A DNS query (RFC 1035 4.1): id 0x5354, recursion desired, one question."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return bytes.fromhex("535401000001000000000000") + labels + qtype.to_bytes(2, "big") + b"\0\1"
+
+
+NTP_REQUEST = bytes([0x23]) + bytes(47)      # RFC 5905: version 4, mode 3 (client)
+
+
+def udp_trial(root, start: Callable[[], subprocess.Popen], port: int, client, sockets: int = 1
+              ) -> Trial:
+    """socktrace live (-u -P port), the server, one IPv4 and one IPv6
+    client, snapshot --explain and --json while it runs, report on the
+    records.  Trial.accepts holds the server's `udp in` flows."""
+    assert not udp_bound(port), f"UDP port {port} is taken on this machine: {udp_bound(port)}"
+    st = Socktrace("-u", "-P", str(port))
+    proc = start()
+    try:
+        wait_bound(root, proc, port, sockets)
+        clients = {"ipv4": client("127.0.0.1", port), "ipv6": client("::1", port)}
+        flows = {}
+        for family, cport in clients.items():
+            flows[family] = None if cport is None else st.wait_for(
+                lambda r, c=cport: r["type"] == "udp" and r["direction"] == "in"
+                and r["lport"] == port and r["rport"] == c)[0]
+        explain = run_socktrace("snapshot", "--explain", "-u", "-P", str(port))
+        sockets_now = [json.loads(line) for line in
+                       run_socktrace("snapshot", "--json", "-u", "-P", str(port)).splitlines()]
+        sockets_now = [r for r in sockets_now if r["state"] == "UNCONN"]
+    finally:
+        assert st.stop() == 0, st.stderr
+        root.stop(proc)
+    records = st.records
+    log = root.scratch / "trace.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = json.loads(run_socktrace("report", "--json", str(log)))
+    return Trial(flows, next(r for r in records if r["type"] == "summary"), explain, sockets_now,
+                 report, records)
+
+
+def assert_udp_dual_stack(t: Trial, app: KnownApp, process: str, port: int, in_report: bool = True,
+                          change: str | None = None) -> None:
+    """IPv4 came MAPPED into the AF_INET6 socket, IPv6 native; every output
+    names the application's UDP fix, worded for the port."""
+    v4, v6 = t.accepts["ipv4"], t.accepts["ipv6"]
+    assert v4 is not None and v6 is not None, t.accepts
+    assert (v4["protocol"], v4["sock_family"], v4["mapped"], v4["v6only"], v4["laddr"], v4["process"]) == \
+        ("udp", "AF_INET6", True, False, "::", process)
+    assert (v6["sock_family"], v6["mapped"], v6["raddr"]) == ("AF_INET6", False, "::1")
+    change = change or app.change.format(port=port)
+    shown = [line.strip() for line in t.explain.splitlines()]
+    assert f"{app.title}: " in t.explain and all(line.strip() in shown for line in change.splitlines()), \
+        t.explain
+    assert "receives UDP on [::]:" in t.explain, t.explain
+    assert [(r["protocol"], r["advice"]["app"]) for r in t.listeners if r["sock_family"] == "AF_INET6"] \
+        == [("udp", app.name)]
+    assert [(d["protocol"], d["port"], d["process"], d["mapped"], d["advice"]["app"], d["advice"]["change"])
+            for d in t.summary["dual_stack"]] == [("udp", port, process, 1, app.name, change)]
+    listeners = t.report["dual_stack_listeners"]
+    assert [(l["protocol"], l["port"], l["ipv4_mapped"]) for l in listeners] == [("udp", port, 1)]
+    if in_report:
+        assert listeners[0]["advice"]["app"] == app.name
+
+
+def assert_udp_plain(t: Trial, port: int, ipv6: str) -> None:
+    """IPv4 on a plain AF_INET socket; IPv6 on a separate one ("kept") or
+    refused ("lost"); nothing dual-stack anywhere."""
+    v4, v6 = t.accepts["ipv4"], t.accepts["ipv6"]
+    assert v4 is not None and (v4["protocol"], v4["sock_family"], v4["mapped"]) == \
+        ("udp", "AF_INET", False), v4
+    if ipv6 == "kept":
+        assert v6 is not None and (v6["sock_family"], v6["mapped"], v6["v6only"]) == \
+            ("AF_INET6", False, True), v6
+    else:
+        assert v6 is None, f"IPv6 still served: {v6}"
+    assert t.summary["mapped"] == 0 and t.summary["dual_stack"] == []
+    assert "No dual-stack (IPV6_V6ONLY=0) listener or UDP socket here." in t.explain
+    assert not any(r.get("v6only") is False for r in t.listeners), t.listeners
+    assert t.report["dual_stack_listeners"] == []
+
+
+def test_dnsmasq(root):
+    """dnsmasq answering a local name: one socket per family, never MAPPED;
+    dig, its client, asks from a plain AF_INET socket for 127.0.0.1 and a
+    v6only AF_INET6 one for ::1 (connected, as bind9's netmgr opens them)."""
+    port = 5353
+    start = lambda: root.start("dnsmasq", "-d", "-C", "/dev/null", "-p", str(port), "-R", "-h",   # noqa: E731
+                               "--log-facility=-", "--address=/bench.test/127.0.0.1")
+    assert_udp_plain(udp_trial(root, start, port, ask(dns_query()), sockets=2), port, "kept")
+    st = Socktrace("-u", "-P", str(port))
+    server = start()
+    try:
+        wait_bound(root, server, port, 2)
+        for host in ("127.0.0.1", "::1"):
+            out = root.run("dig", f"@{host}", "-p", str(port), "+short", "+tries=1", "bench.test")
+            assert out.strip() == "127.0.0.1", out
+        outs = st.wait_for(lambda r: r["type"] == "udp" and r["direction"] == "out"
+                           and r["rport"] == port and r["process"] == "dig", count=2)
+    finally:
+        assert st.stop() == 0, st.stderr
+        root.stop(server)
+    assert sorted((r["sock_family"], r["mapped"], r["raddr"]) for r in outs) == \
+        [("AF_INET", False, "127.0.0.1"), ("AF_INET6", False, "::1")]
+
+
+UNBOUND_CONF = """server:
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    pidfile: ""
+    use-syslog: no
+    num-threads: 1
+    port: {port}
+    interface: 0.0.0.0
+    interface: ::
+    access-control: 127.0.0.0/8 allow
+    access-control: ::1 allow
+    local-zone: "bench.test." static
+    local-data: "bench.test. A 127.0.0.1"
+"""
+
+
+def test_unbound(root):
+    port = 5354
+    root.path("/etc/unbound/bench.conf").write_text(UNBOUND_CONF.format(port=port))
+    start = lambda: root.start("unbound", "-d", "-p", "-c", "/etc/unbound/bench.conf")   # noqa: E731
+    assert_udp_plain(udp_trial(root, start, port, ask(dns_query()), sockets=2), port, "kept")
+
+
+CHRONY_CONF = """allow all
+port {port}
+cmdport 0
+"""
+
+
+def test_chrony(root):
+    """chronyd as an NTP server ('allow all'): a socket per family."""
+    port = 11123
+    root.path("/etc/chrony/bench.conf").write_text(CHRONY_CONF.format(port=port))
+    root.run("mkdir", "-p", "/run/chrony", "/var/lib/chrony")
+    start = lambda: root.start("chronyd", "-d", "-x", "-U", "-u", "root", "-f",   # noqa: E731
+                               "/etc/chrony/bench.conf")
+    assert_udp_plain(udp_trial(root, start, port, ask(NTP_REQUEST), sockets=2), port, "kept")
+
+
+RSYSLOG_CONF = """module(load="imudp")
+input(type="imudp" port="{port}")
+*.* /var/log/bench.log
+"""
+
+
+def test_rsyslog(root):
+    """rsyslog's imudp on a port of its own: a socket per family; the
+    syslog lines arrive (it answers nothing)."""
+    port = 10514
+    root.path("/etc/bench-rsyslog.conf").write_text(RSYSLOG_CONF.format(port=port))
+    start = lambda: root.start("rsyslogd", "-n", "-iNONE", "-f", "/etc/bench-rsyslog.conf")   # noqa: E731
+    t = udp_trial(root, start, port, ask(b"<14>socktrace: a line"), sockets=2)
+    assert_udp_plain(t, port, "kept")
+    assert "socktrace: a line" in root.path("/var/log/bench.log").read_text()
+
+
+def test_snmpd(root):
+    """snmpd with both families asked for ('udp:' and 'udp6:' agent
+    addresses): the udp6 one is v6only; snmpget from the snmp package."""
+    port = 10161
+    root.path("/etc/snmp/bench.conf").write_text("rocommunity public\nrocommunity6 public\n")
+    start = lambda: root.start("snmpd", "-f", "-Lo", "-C", "-c", "/etc/snmp/bench.conf",   # noqa: E731
+                               f"udp:{port},udp6:{port}")
+
+    assert_udp_plain(udp_trial(root, start, port, ask(SNMP_GET), sockets=2), port, "kept")
+    # the agent answers net-snmp's own client over both families
+    server = start()
+    try:
+        wait_bound(root, server, port, 2)
+        for target in (f"udp:127.0.0.1:{port}", f"udp6:[::1]:{port}"):
+            out = root.run("snmpget", "-v2c", "-c", "public", "-On", target, "1.3.6.1.2.1.1.1.0")
+            assert ".1.3.6.1.2.1.1.1.0 = STRING:" in out, out
+    finally:
+        root.stop(server)
+
+
+# SNMPv2c GetRequest for sysDescr.0 (1.3.6.1.2.1.1.1.0), community "public"
+SNMP_GET = bytes.fromhex("302902010104067075626c6963a01c02045354534b020100020100300e300c06082b060102010101000500")
+
+OPENVPN_KEY = "/srv/static.key"
+
+
+def test_openvpn(root):
+    """'proto udp6' (point-to-point with a static key and no tun device:
+    the same socket a server opens): dual-stack; 'proto udp4' the fix."""
+    app, port = APPS["openvpn"], 11194
+    root.run("openvpn", "--genkey", "secret", OPENVPN_KEY)
+    conf = "/srv/openvpn.conf"
+    root.path(conf).write_text(f"dev null\nproto udp6\nlport {port}\nsecret {OPENVPN_KEY}\n"
+                               "cipher AES-256-CBC\nauth SHA256\nverb 3\n")
+    start = lambda: root.start("openvpn", "--config", conf)   # noqa: E731
+    junk = ask(b"\x38" + bytes(40))     # not a valid packet: openvpn reads it and drops it
+    assert_udp_dual_stack(udp_trial(root, start, port, junk), app, "openvpn", port)
+    apply_fix(root, app, conf, port)
+    assert_udp_plain(udp_trial(root, start, port, junk), port, app.ipv6)
+
+
+JAVA_UDP_SERVER = """import java.net.*;
+public class Udp {
+    public static void main(String[] args) throws Exception {
+        DatagramSocket socket = new DatagramSocket(Integer.parseInt(args[0]));
+        byte[] buf = new byte[512];
+        while (true) {
+            DatagramPacket p = new DatagramPacket(buf, buf.length);
+            socket.receive(p);
+            socket.send(p);
+        }
+    }
+}
+"""
+
+
+def test_java_udp(root):
+    """A DatagramSocket: dual-stack, and the same fix as for TCP (the
+    JVM's option)."""
+    app, port = APPS["java"], 10053
+    root.path("/srv/Udp.java").write_text(JAVA_UDP_SERVER)
+    root.run("javac", "-d", "/srv", "/srv/Udp.java")
+
+    def start(options: str = ""):
+        return lambda: root.start("java", "-cp", "/srv", "Udp", str(port),
+                                  env={"JAVA_TOOL_OPTIONS": options} if options else None)
+    echo = ask(b"ping")
+    assert_udp_dual_stack(udp_trial(root, start(), port, echo), app, "java", port)
+    assert_udp_plain(udp_trial(root, start(app.change), port, echo), port, app.ipv6)
+
+
+NODE_DGRAM = """const dgram = require('dgram');
+const server = dgram.createSocket('udp6');
+server.on('message', (msg, peer) => server.send(msg, peer.port, peer.address));
+server.bind({port});
+"""
+
+
+def test_node_dgram(root):
+    app, port = APPS["node-dgram"], 10054
+    prove_udp_program(root, app, port, "/srv/dgram.js", NODE_DGRAM, "node", "/srv/dgram.js")
+
+
+PYTHON_UDP = """import socket
+
+server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+server.bind(('', {port}))
+while True:
+    data, peer = server.recvfrom(512)
+    server.sendto(data, peer)
+"""
+
+
+def test_python_udp(root):
+    """An AF_INET6 datagram socket bound to '' (::): dual-stack; the
+    socket's family is the fix ('' is then 0.0.0.0)."""
+    app, port = APPS["python-udp"], 10055
+    prove_udp_program(root, app, port, "/srv/udp.py", PYTHON_UDP, "python3", "/srv/udp.py")
+
+
+GO_UDP = """package main
+
+import "net"
+
+func main() {
+	server, err := net.ListenPacket("udp", ":{port}")
+	if err != nil {
+		panic(err)
+	}
+	buf := make([]byte, 512)
+	for {
+		n, peer, err := server.ReadFrom(buf)
+		if err == nil {
+			server.WriteTo(buf[:n], peer)
+		}
+	}
+}
+"""
+
+
+def test_go_udp(root):
+    """A Go ListenPacket("udp"): dual-stack, recognised as Go from its
+    executable; "udp4" the fix."""
+    app, port = APPS["go-udp"], 10056
+
+    def build(source: str):
+        root.path("/srv/udp.go").write_text(source)
+        root.run("env", "GOCACHE=/tmp/go-cache", "GOPATH=/tmp/go", "go", "build", "-o", "/srv/goudp",
+                 "/srv/udp.go")
+    build(GO_UDP.replace("{port}", str(port)))
+    start = lambda: root.start("/srv/goudp")   # noqa: E731
+    echo = ask(b"ping")
+    assert_udp_dual_stack(udp_trial(root, start, port, echo), app, "goudp", port, in_report=False)
+    build(fixed(app, root.path("/srv/udp.go").read_text(), port))
+    assert_udp_plain(udp_trial(root, start, port, echo), port, app.ipv6)
+
+
+def prove_udp_program(root, app: KnownApp, port: int, inside: str, source: str, *command: str) -> None:
+    """A program's UDP socket code as operators write it (dual-stack),
+    then with the entry's change made in it."""
+    root.path(inside).write_text(source.replace("{port}", str(port)))
+    start = lambda: root.start(*command)   # noqa: E731
+    echo = ask(b"ping")
+    assert_udp_dual_stack(udp_trial(root, start, port, echo), app, command[0], port)
+    apply_fix(root, app, inside, port)
+    assert_udp_plain(udp_trial(root, start, port, echo), port, app.ipv6)
+
+
 # ------------------------------------------------- --metrics, scraped by Prometheus
 
 SOCKTRACE_METRICS = 19465
@@ -526,7 +873,7 @@ def test_prometheus_scrapes_socktrace(root):
         until(scraped)
         # the shipped rules load, and the alert's expression finds this listener
         root.path("/tmp/socktrace-rules.yml").write_text(RULES.read_text())
-        assert "SUCCESS: 3 rules found" in root.run("promtool", "check", "rules", "/tmp/socktrace-rules.yml")
+        assert "SUCCESS: 4 rules found" in root.run("promtool", "check", "rules", "/tmp/socktrace-rules.yml")
         alert = "max by (instance, port, comm) (socktrace_dual_stack_mapped_connections) > 0"
         assert (("comm", me), ("port", str(dport))) in query(alert)
     finally:

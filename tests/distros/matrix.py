@@ -12,7 +12,7 @@ from dataclasses import dataclass
 # RUNTIME_PACKAGES, installed beforehand so that apt needs no network inside)
 # and what the tests use
 BASE = ("python3", "python3-bpfcc", "python3-venv", "linux-libc-dev", "make",
-        "ca-certificates", "bpftool", "iproute2", "procps", "kmod")
+        "ca-certificates", "bpftool", "iproute2", "procps", "kmod", "strace")
 # a userland that boots in the VM: Debian's cloud kernel and its headers
 KERNEL = ("linux-image-cloud-amd64", "linux-headers-cloud-amd64")
 
@@ -136,4 +136,7 @@ APPS_SUITE = "bookworm"
 APPS_BASE = ("iproute2", "procps", "ca-certificates")
 APPS = ("nginx", "apache2", "haproxy", "squid", "openssh-server", "openjdk-17-jdk-headless",
         "nodejs", "gunicorn", "python3-uvicorn", "prometheus", "golang-go", "postgresql",
-        "redis-server", "samba", "docker.io")
+        "redis-server", "samba", "docker.io",
+        # UDP: servers, and the clients that ask them
+        "dnsmasq-base", "unbound", "chrony", "rsyslog", "snmpd", "snmp", "openvpn",
+        "bind9-dnsutils")

@@ -33,6 +33,13 @@ def kprobes() -> bool:
     return kernel_config().get("CONFIG_KPROBES") == "y"
 
 
+def sock_length_tracepoints() -> bool:
+    """sock:sock_send_length and sock_recv_length (Linux 6.3+), which see
+    send() and recv() on connected sockets."""
+    from socktrace.kernel.tracefs import tracefs_root
+    return os.path.isdir(os.path.join(tracefs_root(), "events/sock/sock_send_length"))
+
+
 def headers() -> bool:
     """The kernel's own header tree, as bcc looks for it."""
     kdir = f"/lib/modules/{platform.release()}"

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+import capabilities
+
 from helpers import SOCKTRACE, Socktrace, burst, check, listener, one, ports
 from socktrace.kernel.compiler_memory import droppable, read_smaps
 
@@ -176,7 +178,10 @@ def bpf_prog_ids(pid):
 def test_signal_stops_cleanly_and_leaves_no_probes(socktrace, sig):
     st = socktrace("--probe", "tracepoint")
     ids = bpf_prog_ids(st.proc.pid)
-    assert len(ids) == 5   # inet_sock_set_state, the exits of accept and accept4, exec, exit
+    # TCP: inet_sock_set_state, the exits of accept and accept4, exec, exit;
+    # UDP: four cgroup programs, and where the kernel has them (6.3+) the
+    # sock_send_length and sock_recv_length tracepoints
+    assert len(ids) == 5 + 4 + (2 if capabilities.sock_length_tracepoints() else 0)
     assert st.stop(sig) == 0
     assert st.records[-1]["type"] == "summary"
     # the kernel frees a program after its last reference in deferred work:

@@ -185,3 +185,37 @@ def test_tracer_lists_existing_mapped_connections_first():
     r = subprocess.run([SOCKTRACE, "--probe", "tracepoint", "--json", "--duration", "0.5", "--no-snapshot",
                         "-P", str(port)], capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout.splitlines()[0])["type"] == "ready"
+
+
+def test_udp_sockets():
+    """UDP beside TCP: an unconnected dual-stack udp6 socket is named so,
+    a v6only one is not, a socket connected to a mapped address is udp6
+    MAPPED; -u keeps UDP only, and --explain covers the dual-stack one."""
+    def udp(v6only, host="::"):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        s.bind((host, 0))
+        return s
+    dual, v6 = udp(0), udp(1)
+    mapped = udp(0)
+    mapped.connect(("::ffff:127.0.0.1", dual.getsockname()[1]))
+    tcp = listener(v6only=0)
+    ports = [s.getsockname()[1] for s in (dual, v6, mapped, tcp)]
+    recs = records("-P", ",".join(map(str, ports)))
+    d = find(recs, protocol="udp", lport=ports[0], state="UNCONN")
+    # this test is a Python program: that entry's UDP fix
+    assert (d["sock_family"], d["v6only"], d["pid"], d["advice"]["app"]) == \
+        ("AF_INET6", False, ME, "python-udp")
+    assert "advice" not in find(recs, protocol="udp", lport=ports[1])
+    m = find(recs, protocol="udp", lport=ports[2])
+    assert (m["state"], m["mapped"], m["raddr"], m["rport"]) == ("ESTABLISHED", True, "127.0.0.1", ports[0])
+    assert find(recs, protocol="tcp", lport=ports[3])["state"] == "LISTEN"
+    assert {r["protocol"] for r in records("-u", "-P", ",".join(map(str, ports)))} == {"udp"}
+    table = snapshot("-P", ",".join(map(str, ports))).stdout
+    assert re.search(rf"^udp6 +\[::\]:{ports[0]} +\[::\]:\* +UNCONN +{ME}/\S+ +dual-stack: takes IPv4 too",
+                     table, re.M), table
+    assert re.search(rf"^udp6 MAPPED 127\.0\.0\.1:{ports[2]} +127\.0\.0\.1:{ports[0]} +ESTABLISHED", table,
+                     re.M), table
+    explain = snapshot("--explain", "-u", "-P", str(ports[0])).stdout
+    assert f"receives UDP on [::]:{ports[0]} with a dual-stack AF_INET6 socket" in explain
+    assert "To make its IPv4 flows plain udp:" in explain

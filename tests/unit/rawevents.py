@@ -8,7 +8,7 @@ from socktrace.events import RawCmdline, RawEvent, _C
 
 TYPES = {"accept": _C["EVENT_ACCEPT"], "connect": _C["EVENT_CONNECT"],
          "unaccepted": _C["EVENT_UNACCEPTED"], "connect_failed": _C["EVENT_CONNECT_FAILED"],
-         "exec": _C["EVENT_EXEC"]}
+         "udp_in": _C["EVENT_UDP_IN"], "udp_out": _C["EVENT_UDP_OUT"], "exec": _C["EVENT_EXEC"]}
 
 
 def raw(kind="accept", family=socket.AF_INET6, saddr="::ffff:10.0.0.12", sport=4243,

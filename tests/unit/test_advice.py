@@ -12,7 +12,10 @@ TOP = Path(__file__).resolve().parents[2]
 
 # what issue 13 asks the knowledge to cover, by entry name
 REQUIRED = {"nginx", "apache", "haproxy", "squid", "sshd", "java", "node", "gunicorn", "uvicorn",
-            "python", "go", "postgresql", "redis", "samba", "docker-proxy"}
+            "python", "go", "postgresql", "redis", "samba", "docker-proxy",
+            # ... and issue 19, for UDP
+            "dnsmasq", "unbound", "chrony", "rsyslog", "snmpd", "openvpn", "node-dgram", "go-udp",
+            "python-udp"}
 
 
 def test_every_application_asked_for_has_an_entry():
@@ -35,7 +38,8 @@ def test_every_entry_is_tested_or_says_why_not(app):
 @pytest.mark.parametrize("app", [a for a in known_apps() if not a.separate], ids=lambda a: a.name)
 def test_the_advice_is_worded_for_the_port(app):
     cmdline = {"python-http.server": "python3 -m http.server --bind ::"}.get(app.name, "x")
-    a = advise((app.process or ("x",))[0], cmdline, 8123, go=app.go)
+    a = advise((app.process or ("x",))[0], cmdline, 8123, go=app.go,
+               protocol="udp" if app.protocol == "udp" else "tcp")
     assert a["app"] == app.name
     assert "{port}" not in "".join(v for v in a.values() if isinstance(v, str))
 
@@ -50,6 +54,11 @@ def test_recognition_by_name_executable_command_line_or_go():
     assert recognise("prometheus", "/usr/bin/prometheus", go=True).name == "prometheus"
     assert recognise("node", "node server.js").name == "node"
     assert recognise("javac", "javac X.java") is None
+    # a UDP socket gets its protocol's entry, or one about both
+    assert recognise("node", "node dgram.js", protocol="udp").name == "node-dgram"
+    assert recognise("python3", "python3 udp.py", protocol="udp").name == "python-udp"
+    assert recognise("java", "java Udp", protocol="udp").name == "java"
+    assert recognise("nginx", "nginx: worker process", protocol="udp") is None
 
 
 def test_unknown_program_gets_the_generic_advice_in_its_own_name_escaped():
@@ -83,16 +92,18 @@ def test_a_bad_entry_is_named(text, error):
 
 def readme_table() -> str:
     """The README's table of the applications, from apps.toml."""
-    rows = ["| application | dual-stack when | the change socktrace advises | IPv6 afterwards | proven by |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = ["| application | sockets | dual-stack when | the change socktrace advises | IPv6 afterwards "
+            "| proven by |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for a in known_apps():
         change = "none needed: one socket per family" if a.separate else \
             "`" + a.change.format(port="PORT").replace("\n", "` + `") + "`" + \
             (f" in place of `{a.replaces.format(port='PORT')}`" if a.replaces else "")
         ipv6 = "-" if a.separate else a.ipv6
         proof = f"`{a.tested_by.split('::')[1]}`" if a.tested_by else f"untested: {a.untested}"
-        rows.append(f"| [{a.title}]({a.source}) | {a.dual_stack.format(port='PORT')} | {change} | "
-                    f"{ipv6} | {proof} |")
+        sockets = {"tcp": "TCP", "udp": "UDP", "any": "TCP, UDP"}[a.protocol]
+        rows.append(f"| [{a.title}]({a.source}) | {sockets} | {a.dual_stack.format(port='PORT')} | "
+                    f"{change} | {ipv6} | {proof} |")
     return "\n".join(rows) + "\n"
 
 

@@ -51,10 +51,10 @@ def test_counters_labels_and_gauges():
                                                     ("v6only", "false")))] == 3
     assert got[("socktrace_accepts_by_port_total", (("comm", "nginx"), ("port", "80"),
                                                     ("v6only", "none")))] == 1
-    # the summary's dual_stack, by port and name: IPv4 through the listener
-    assert got[("socktrace_dual_stack_ipv4_connections_total", (("comm", "java"),
-                                                               ("port", "4243")))] == 2
-    assert not [k for k in got if k[0] == "socktrace_dual_stack_ipv4_connections_total"
+    # the summary's dual_stack, by protocol, port and name: IPv4 through the listener
+    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "java"), ("port", "4243"),
+                                                   ("protocol", "tcp")))] == 2
+    assert not [k for k in got if k[0] == "socktrace_dual_stack_ipv4_total"
                 and ("comm", "nginx") in k[1]]
     assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))] == 1
     assert [k for k in got if k[0] == "socktrace_dual_stack_listener"] == [
@@ -86,3 +86,24 @@ def test_the_listeners_are_listed_at_most_every_max_age():
         now[0] = t
         list(c.collect())
     assert calls == [0, 10, 20.5]
+
+
+def test_udp_flows_and_dual_stack_udp_sockets():
+    sink = MetricsSink()
+    flow = dict(rec(type_="udp", process="dnsd", lport=5353, v6only=False), protocol="udp",
+                direction="in")
+    sink.connections([flow, flow, dict(flow, mapped=False), dict(flow, direction="out")])
+    now = sockets(sock("::", 5353, (9,), comm="dnsd", state="UNCONN"),
+                  sock("::", 5354, (9,), comm="dnsd", state="ESTABLISHED", protocol="udp"))  # connected
+    got = scrape(Collector(sink, lambda: now))
+    flows = {k: v for k, v in got.items() if k[0] == "socktrace_udp_flows_total"}
+    assert flows == {
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "in"), ("family", "ipv4_mapped"))): 2,
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "in"), ("family", "ipv6"))): 1,
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "out"), ("family", "ipv4_mapped"))): 1}
+    assert not [k for k in got if k[0] == "socktrace_connections_total"]   # flows are no connections
+    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "dnsd"), ("port", "5353"),
+                                                   ("protocol", "udp")))] == 2
+    assert [k for k in got if k[0] == "socktrace_dual_stack_udp_socket"] == [
+        ("socktrace_dual_stack_udp_socket", (("comm", "dnsd"), ("port", "5353")))]
+    assert not [k for k in got if k[0] == "socktrace_dual_stack_listener"]

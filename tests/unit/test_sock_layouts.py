@@ -64,6 +64,7 @@ struct sock_common {
 	unsigned char skc_reuse : 4, skc_reuseport : 1, skc_ipv6only : 1;
 	void *skc_net;
 	unsigned char skc_v6_daddr[16], skc_v6_rcv_saddr[16];
+	unsigned long long skc_cookie;
 };
 """
 # one struct sock filled: TCP, and its neighbours set so that they would
@@ -132,12 +133,14 @@ struct fdtable { unsigned int max_fds; void **fd; };
 struct file { void *private_data; };
 struct socket { void *sk; };
 struct mm_struct { unsigned long arg_start, arg_end; };
+struct bpf_sock_addr_kern { struct sock *sk; void *uaddr; };
 """
 INET = "struct inet_sock { struct sock sk; unsigned short inet_sport; };\n"
 ACCEPT = """
 /* gcc describes only the types that something uses */
 struct net n; struct task_struct t; struct files_struct fs; struct fdtable ft;
 struct file f; struct socket so; struct mm_struct mm; struct inet_sock is;
+struct bpf_sock_addr_kern sa;
 struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, _Bool kern) { return sk; }
 """
 # ... that kernel_read.h reads
@@ -151,7 +154,7 @@ def test_headers_path_reads_sk_protocol(tmp_path, layout):
     """kernel_read.h compiled against kernel headers of either layout (here
     a net/sock.h holding the struct) reads TCP and the v6only bit."""
     inc = tmp_path / "include"
-    for h in ("linux/fdtable.h", "linux/mm_types.h", "linux/sched.h"):
+    for h in ("linux/fdtable.h", "linux/mm_types.h", "linux/sched.h", "linux/filter.h"):
         (inc / h).parent.mkdir(parents=True, exist_ok=True)
         (inc / h).write_text("")
     (inc / "net").mkdir()

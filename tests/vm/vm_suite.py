@@ -139,3 +139,39 @@ def test_burst_each_reported_once(run):
     assert Counter(r["rport"] for r in accepts) == ports
     server.close()
     client.close()
+
+
+def test_udp_flows_in_this_mode(run):
+    """UDP flows in this configuration: a dual-stack AF_INET6 socket's IPv4
+    peer (in, MAPPED), the client's flow (out, plain), a mapped sendto from
+    an AF_INET6 socket (out, MAPPED); a connected socket's send() where the
+    kernel has sock_send_length (6.3+)."""
+    st, _, _ = run
+    server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    server.bind(("::", 0))
+    port = server.getsockname()[1]
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    plain.sendto(b"q", ("127.0.0.1", port))
+    mapped = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    mapped.sendto(b"q", ("::ffff:127.0.0.1", port))
+    connected = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    connected.connect(("127.0.0.1", port))
+    connected.send(b"q")
+    for _ in range(3):
+        server.recvfrom(16)
+    got_in = one(st, "udp", direction="in", lport=port, rport=plain.getsockname()[1])
+    assert (got_in["sock_family"], got_in["mapped"], got_in["v6only"], got_in["pid"]) == \
+        ("AF_INET6", True, False, os.getpid())
+    out = one(st, "udp", direction="out", lport=plain.getsockname()[1])
+    assert (out["sock_family"], out["mapped"], out["rport"]) == ("AF_INET", False, port)
+    out6 = one(st, "udp", direction="out", lport=mapped.getsockname()[1])
+    assert (out6["sock_family"], out6["mapped"], out6["raddr"]) == ("AF_INET6", True, "127.0.0.1")
+    # the server saw the connected client's datagram with recvfrom: in, either way
+    one(st, "udp", direction="in", lport=port, rport=connected.getsockname()[1])
+    if capabilities.sock_length_tracepoints():
+        one(st, "udp", direction="out", lport=connected.getsockname()[1])
+    else:
+        time.sleep(2)
+        assert not [r for r in st.records if r["type"] == "udp" and r["direction"] == "out"
+                    and r["lport"] == connected.getsockname()[1]]

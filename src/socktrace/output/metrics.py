@@ -33,10 +33,10 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import MetricsHandler
 
 from .. import __version__
-from ..classify import protocol
+from ..classify import peer_family
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..snapshot import Snapshot
-from ..vocabulary import ACCEPT, THROUGH_LISTENER
+from ..vocabulary import ACCEPT, IN, TCP_PROTOCOL, THROUGH_LISTENER, UDP, UDP_PROTOCOL
 
 MAX_COMMS = 100     # distinct process names with a series of their own
 MAX_PORTS = 200     # distinct listening ports, likewise
@@ -44,13 +44,13 @@ OTHER = "other"
 LISTENERS_MAX_AGE = 10.0   # seconds a listing of the dual-stack listeners is reused
 
 
-# classify.protocol's answer as the family label (its "mapped" spelled out)
+# classify.peer_family's answer as the family label (its "mapped" spelled out)
 FAMILY_LABEL = {"ipv4": "ipv4", "ipv6": "ipv6", "mapped": "ipv4_mapped"}
 
 
-# the family label by (sock_family, mapped), classify.protocol's answers
+# the family label by (sock_family, mapped), classify.peer_family's answers
 # looked up once: a dict lookup per record instead of two calls
-_FAMILY = {(f, m): FAMILY_LABEL[protocol(f, m)] for f in ("AF_INET", "AF_INET6") for m in (False, True)}
+_FAMILY = {(f, m): FAMILY_LABEL[peer_family(f, m)] for f in ("AF_INET", "AF_INET6") for m in (False, True)}
 
 
 def family(rec: ConnectionRecord) -> str:
@@ -94,7 +94,7 @@ class MetricsSink:
     >>> m.connections([{"type": "accept", "process": "java", "comm": "java", "mapped": True,
     ...                 "sock_family": "AF_INET6", "lport": 4243, "v6only": False}])
     >>> m.connections_total, m.accepts_by_port, m.dual_stack_ipv4
-    ({('accept', 'ipv4_mapped', 'java'): 1}, {('4243', 'java', 'false'): 1}, {('4243', 'java'): 1})
+    ({('accept', 'ipv4_mapped', 'java'): 1}, {('4243', 'java', 'false'): 1}, {('tcp', '4243', 'java'): 1})
     """
 
     def __init__(self, max_comms: int = MAX_COMMS, max_ports: int = MAX_PORTS):
@@ -102,9 +102,12 @@ class MetricsSink:
         # holds the GIL throughout), written only here
         self.connections_total: dict[tuple[str, str, str], int] = {}
         self.accepts_by_port: dict[tuple[str, str, str], int] = {}
-        # (port, comm) -> IPv4 connections through a dual-stack listener: the
-        # summary's dual_stack (vocabulary.DualStackListeners) by port and name
-        self.dual_stack_ipv4: dict[tuple[str, str], int] = {}
+        # (direction, family, comm) -> UDP flows
+        self.udp_flows_total: dict[tuple[str, str, str], int] = {}
+        # (protocol, port, comm) -> IPv4 connections and flows that came in
+        # through a dual-stack socket: the summary's dual_stack
+        # (vocabulary.DualStackListeners) by protocol, port and name
+        self.dual_stack_ipv4: dict[tuple[str, str, str], int] = {}
         self.lost_total = 0
         self.unaccepted_untracked_total = 0
         self.probe = ""
@@ -128,12 +131,20 @@ class MetricsSink:
         """Existing connections are no events: the listener gauges show them."""
 
     def connections(self, recs: List[ConnectionRecord]) -> None:
-        totals, ports, dual, comms, port_labels = self.connections_total, self.accepts_by_port, \
-            self.dual_stack_ipv4, self._comm, self._port
+        totals, ports, dual, flows, comms, port_labels = self.connections_total, \
+            self.accepts_by_port, self.dual_stack_ipv4, self.udp_flows_total, self._comm, self._port
         for r in recs:
             kind = r["type"]
             name = r["process"] or r["comm"] or "?"   # vocabulary.process_name, inlined
             comm = comms.get(name) or comms.label(name)
+            if kind == UDP:   # a flow, not a connection
+                key = (r["direction"], _FAMILY[r["sock_family"], r["mapped"]], comm)
+                flows[key] = flows.get(key, 0) + 1
+                if r["mapped"] and r["direction"] == IN:    # came in: vocabulary.came_in
+                    lport = str(r["lport"])
+                    dkey = (UDP_PROTOCOL, port_labels.get(lport) or port_labels.label(lport), comm)
+                    dual[dkey] = dual.get(dkey, 0) + 1
+                continue
             key = (kind, _FAMILY[r["sock_family"], r["mapped"]], comm)
             totals[key] = totals.get(key, 0) + 1
             if kind in THROUGH_LISTENER:
@@ -144,7 +155,7 @@ class MetricsSink:
                     pkey = (port, comm, "none" if v6only is None else "true" if v6only else "false")
                     ports[pkey] = ports.get(pkey, 0) + 1
                 if r["mapped"]:
-                    dkey = (port, comm)
+                    dkey = (TCP_PROTOCOL, port, comm)
                     dual[dkey] = dual.get(dkey, 0) + 1
 
     def lost(self, rec: LostRecord) -> None:
@@ -167,16 +178,18 @@ class MetricsSink:
             self.server = None
 
 
-# a dual-stack listener as the gauges show it: (port, comm, IPv4
-# connections it carries now, accepted or queued)
-Gauged = Tuple[int, str, int]
+# a dual-stack socket as the gauges show it: (protocol, port, comm, the
+# IPv4 connections a TCP listener carries now, accepted or queued; 0 for UDP)
+Gauged = Tuple[str, int, str, int]
 
 
 def dual_stack_now(snap: Snapshot) -> List[Gauged]:
-    """The dual-stack listeners of a snapshot, with the IPv4 connections
-    each carries (Snapshot.carried_by, as `snapshot --explain` counts them)."""
-    return [(s.lport, (s.first_owner.comm if s.first_owner else None) or "?",
-             sum(c.mapped for c in snap.carried_by(s))) for s in snap.sockets if s.dual_stack]
+    """The dual-stack sockets of a snapshot (TCP listeners, UDP sockets),
+    with the IPv4 connections each TCP listener carries (Snapshot.carried_by,
+    as `snapshot --explain` counts them)."""
+    return [(s.protocol, s.lport, (s.first_owner.comm if s.first_owner else None) or "?",
+             sum(c.mapped for c in snap.carried_by(s)) if s.protocol == TCP_PROTOCOL else 0)
+            for s in snap.sockets if s.dual_stack]
 
 
 class Collector:
@@ -211,9 +224,14 @@ class Collector:
         yield _counter("socktrace_accepts_by_port", "Accepted connections by listening port, "
                        "process name and the listener's IPV6_V6ONLY", ["port", "comm", "v6only"],
                        s.accepts_by_port)
-        yield _counter("socktrace_dual_stack_ipv4_connections", "IPv4 connections (tcp6 MAPPED) "
-                       "that came in through a dual-stack listener, accepted or left queued, by "
-                       "listening port and process name", ["port", "comm"], s.dual_stack_ipv4)
+        yield _counter("socktrace_udp_flows", "New UDP flows (socket, peer) seen, by direction "
+                       "(in: first datagram received, out: sent), family (ipv4, ipv6, "
+                       "ipv4_mapped) and process name", ["direction", "family", "comm"],
+                       s.udp_flows_total)
+        yield _counter("socktrace_dual_stack_ipv4", "IPv4 peers through a dual-stack AF_INET6 "
+                       "socket (MAPPED) that came in: TCP connections accepted or left queued, "
+                       "UDP flows whose first datagram was received; by protocol, port and "
+                       "process name", ["protocol", "port", "comm"], s.dual_stack_ipv4)
         listeners = self.listeners()
         g = GaugeMetricFamily("socktrace_dual_stack_listener", "1 for each dual-stack listener "
                               "(AF_INET6 on [::] without IPV6_V6ONLY: it serves IPv4 too), now",
@@ -221,11 +239,18 @@ class Collector:
         m = GaugeMetricFamily("socktrace_dual_stack_mapped_connections", "The IPv4 connections "
                               "(tcp6 MAPPED) each dual-stack listener carries now",
                               labels=["port", "comm"])
-        for port, comm, mapped in listeners:
+        u = GaugeMetricFamily("socktrace_dual_stack_udp_socket", "1 for each dual-stack UDP "
+                              "socket (AF_INET6 bound to [::] without IPV6_V6ONLY: it takes IPv4 "
+                              "datagrams too), now", labels=["port", "comm"])
+        for protocol, port, comm, mapped in listeners:
+            if protocol == UDP_PROTOCOL:
+                u.add_metric([str(port), comm], 1)
+                continue
             g.add_metric([str(port), comm], 1)
             m.add_metric([str(port), comm], mapped)
         yield g
         yield m
+        yield u
         yield CounterMetricFamily("socktrace_events_lost", "Events the kernel could not submit "
                                   "(buffer full)", value=s.lost_total)
         yield CounterMetricFamily("socktrace_unaccepted_untracked", "Queued connections the "

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from ..report import BadLine, Report, advice
 from ..classify import endpoint
-from ..vocabulary import ACCEPT, CONNECT, UNACCEPTED
+from ..vocabulary import ACCEPT, CONNECT, UDP, UNACCEPTED
 from .advice_text import advice_lines
 from .escape import escape
 from .names import pid_list
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
                   "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
+UDP_PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: udp6)",
+                      "ipv4": "plain IPv4 (udp)", "ipv6": "native IPv6 (udp6)"}
 
 
 def _t(iso: str) -> str:
@@ -21,6 +23,11 @@ def _who(pid, comm) -> str:
     return f"pid {pid if pid is not None else '?'} {escape(comm or '?')}"
 
 
+def _port(protocol: str, port: int) -> str:
+    """'port 8080' for TCP, as before UDP; 'udp port 53' for UDP."""
+    return f"port {port}" if protocol == "tcp" else f"{protocol} port {port}"
+
+
 def _who_all(pids, comm) -> str:
     return f"pid{'s' if len(pids) > 1 else ''} {pid_list(pids)} {escape(comm or '?')}"
 
@@ -28,9 +35,14 @@ def _who_all(pids, comm) -> str:
 def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
     out: list[str] = []
     add = out.append
-    add(f"socktrace report: {r.records} connections, {_t(r.first)} .. {_t(r.last)} UTC")
+    flows = sum(r.udp_by_protocol.values())
+    add(f"socktrace report: {r.records} connections"
+        + (f", {flows} UDP flows" if flows else "") + f", {_t(r.first)} .. {_t(r.last)} UTC")
     if r.records:
         add("  " + ", ".join(f"{n} {PROTOCOL_NAMES[p]}" for p, n in r.by_protocol.most_common()))
+    if flows:
+        add("  UDP: " + ", ".join(f"{n} {UDP_PROTOCOL_NAMES[p]}"
+                                  for p, n in r.udp_by_protocol.most_common()))
     if r.lost:
         add(f"  WARNING: the kernel could not submit {r.lost} events (buffer full)")
     if r.unwritten:
@@ -45,8 +57,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         add("(::ffff:a.b.c.d); netstat and ss list these IPv4 connections as tcp6.")
         for l in listeners:
             v6only = "/".join(str(int(v)) for v in sorted(l.v6only)) or "?"
-            add(f"  {_who_all(l.pids, l.process)}, port {l.port}: {l.mapped} IPv4 (MAPPED), "
-                f"{l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
+            add(f"  {_who_all(l.pids, l.process)}, {_port(l.protocol, l.port)}: {l.mapped} IPv4 "
+                f"(MAPPED), {l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
             out += advice_lines(advice(l), "    ")
@@ -66,11 +78,11 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
     add("")
     procs = sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))
     add(f"Processes ({len(procs)}, busiest first):")
-    add(f"  {'PID':>7} {'COMM':<16} {'ACCEPT':>7} {'CONNECT':>7} {'UNACC':>6} {'MAPPED':>7} "
+    add(f"  {'PID':>7} {'COMM':<16} {'ACCEPT':>7} {'CONNECT':>7} {'UNACC':>6} {'UDP':>6} {'MAPPED':>7} "
         f"{'IPV4':>6} {'IPV6':>6}  FIRST .. LAST")
     for p in procs[:top]:
         add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
-            f"{p.by_type[ACCEPT]:>7} {p.by_type[CONNECT]:>7} {p.by_type[UNACCEPTED]:>6} "
+            f"{p.by_type[ACCEPT]:>7} {p.by_type[CONNECT]:>7} {p.by_type[UNACCEPTED]:>6} {p.by_type[UDP]:>6} "
             f"{p.by_protocol['mapped']:>7} {p.by_protocol['ipv4']:>6} {p.by_protocol['ipv6']:>6}  "
             f"{_t(p.first)} .. {_t(p.last)}")
         if p.cmdline:

@@ -1,4 +1,4 @@
-"""`socktrace snapshot` for a person: netstat -tupn with the classification,
+"""`socktrace snapshot` for a person: netstat -tuapn with the classification,
 and --explain."""
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from .advice_text import advice_lines
 from .escape import escape
 
 _ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
+# a TCP listener, and an unconnected UDP socket (ss's UNCONN): any peer
+LISTENING = ("LISTEN", "UNCONN")
 HEADER = _ROW.format("Proto", "Local Address", "Foreign Address", "State", "PID/Program", "Note")
 
 
 def proto(rec: SocketRecord) -> str:
-    return label(rec["sock_family"], rec["mapped"])
+    return label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp")
 
 
 def owners(processes: list) -> str:
@@ -22,10 +24,12 @@ def owners(processes: list) -> str:
 
 
 def note(rec: SocketRecord) -> str:
-    if rec["state"] == "LISTEN":
+    if rec["state"] in LISTENING:
         if rec["sock_family"] == "AF_INET":
             return ""
-        return "dual-stack: takes IPv4 too (v6only=0)" if rec.get("v6only") is False else "v6only=1"
+        if rec.get("v6only") is False:
+            return "dual-stack: takes IPv4 too (v6only=0)" if rec["laddr"] == "::" else "v6only=0"
+        return "v6only=1"
     listener = rec.get("listener")
     if rec.get("queued"):
         return f"queued, not accepted (listener {owners(listener['processes']) or '?'})"
@@ -46,7 +50,7 @@ def format_row(rec: SocketRecord) -> str:
     ...     "listener": {"laddr": "::", "lport": 3128, "v6only": False}}))
     tcp6 MAPPED 10.0.0.12:3128         10.0.0.20:50312        ESTABLISHED 700/squid            via [::]:3128 v6only=0
     """
-    peer = "*" if rec["state"] == "LISTEN" else str(rec["rport"])
+    peer = "*" if rec["state"] in LISTENING else str(rec["rport"])
     return _ROW.format(proto(rec), endpoint(rec["laddr"], rec["lport"]), endpoint(rec["raddr"], peer),
                        rec["state"], owners(rec["processes"]) or "-", note(rec)).rstrip()
 
@@ -75,25 +79,32 @@ def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> s
     its record carries (session.take_snapshot)."""
     out = []
     for lst, rec in [(s, r) for s, r in zip(socks, records) if s.dual_stack]:
-        carried = snap.carried_by(lst)
-        ipv4 = sum(1 for s in carried if s.mapped)
         first = lst.first_owner
         who = f"{first.pid}/{escape(first.comm or '?')}" if first else "an unknown process"
-        out.append(f"{who} listens on {endpoint(lst.laddr, lst.lport)} with a dual-stack AF_INET6 "
-                   f"socket (IPV6_V6ONLY=0).")
+        udp = lst.protocol == "udp"
+        out.append(f"{who} {'receives UDP' if udp else 'listens'} on {endpoint(lst.laddr, lst.lport)} "
+                   f"with a dual-stack AF_INET6 socket (IPV6_V6ONLY=0).")
         if first and first.cmdline:
             out.append(f"  command: {escape(first.cmdline)}")
-        out.append(f"  It carries {ipv4} IPv4 and {len(carried) - ipv4} IPv6 connections now "
-                   f"({sum(1 for s in carried if s.queued)} not yet accepted).")
-        out.append("  Why IPv4 shows as tcp6: an AF_INET6 socket without IPV6_V6ONLY also accepts "
-                   "IPv4 peers, as IPv4-mapped addresses (::ffff:a.b.c.d, RFC 3493 section 3.7); "
-                   "netstat and ss list every connection of an AF_INET6 socket as tcp6.")
+        if udp:
+            out.append(f"  A UDP socket keeps no connections: `socktrace -u -P {lst.lport}` shows its "
+                       "peers as their datagrams come (udp6 MAPPED: IPv4).")
+        else:
+            carried = snap.carried_by(lst)
+            ipv4 = sum(1 for s in carried if s.mapped)
+            out.append(f"  It carries {ipv4} IPv4 and {len(carried) - ipv4} IPv6 connections now "
+                       f"({sum(1 for s in carried if s.queued)} not yet accepted).")
+        out.append(f"  Why IPv4 shows as {lst.protocol}6: an AF_INET6 socket without IPV6_V6ONLY also "
+                   f"{'receives datagrams from' if udp else 'accepts'} IPv4 peers, as IPv4-mapped "
+                   "addresses (::ffff:a.b.c.d, RFC 3493 section 3.7); netstat and ss list every "
+                   f"{'datagram socket' if udp else 'connection'} of an AF_INET6 socket as "
+                   f"{lst.protocol}6.")
         if snap.bindv6only == 0:
             out.append("  net.ipv6.bindv6only = 0 on this system: that is the default for every "
                        "new AF_INET6 socket that does not set IPV6_V6ONLY itself.")
-        out.append("  To make its IPv4 connections plain tcp:")
+        out.append(f"  To make its IPv4 {'flows' if udp else 'connections'} plain {lst.protocol}:")
         out += advice_lines(rec["advice"], "    ")
         out.append("")
     if not out:
-        out.append("No dual-stack (IPV6_V6ONLY=0) listener here.")
+        out.append("No dual-stack (IPV6_V6ONLY=0) listener or UDP socket here.")
     return "\n".join(out).rstrip("\n") + "\n"

@@ -18,13 +18,15 @@ from typing import TextIO
 
 from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
-from ..vocabulary import ACCEPT, CONNECT, CONNECT_FAILED, UNACCEPTED, process_name
+from ..vocabulary import ACCEPT, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
 from .advice_text import advice_lines
 from .escape import escape
 from .names import pid_name
 from . import snapshot_text
 
 EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed"}
+# a UDP flow's row names its direction: its first datagram received or sent
+UDP_LABELS = {IN: "udp in", OUT: "udp out"}
 _ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
 _WHO = 20
 HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
@@ -50,6 +52,11 @@ def format_row(rec: ConnectionRecord) -> str:
     ...     "comm": "http-nio-4243-Ac", "process": "java", "sock_family": "AF_INET6", "mapped": True,
     ...     "laddr": "10.0.0.12", "lport": 4243, "raddr": "10.0.0.20", "rport": 64702, "v6only": False})[9:])
     accept  31307/java           10.0.0.12:4243        10.0.0.20:64702       tcp6 MAPPED 0
+    >>> print(format_row({"type": "udp", "protocol": "udp", "direction": "in", "pid": 880,
+    ...     "time": "2026-11-23T11:02:05.225923Z", "comm": "java", "process": "java",
+    ...     "sock_family": "AF_INET6", "mapped": True, "laddr": "::", "lport": 5353,
+    ...     "raddr": "10.0.0.20", "rport": 41000, "v6only": False})[9:])
+    udp in  880/java             [::]:5353             10.0.0.20:41000       udp6 MAPPED 0
     """
     v6only = rec.get("v6only")
     pid = f"{rec['pid'] or '-'}/"
@@ -59,11 +66,11 @@ def format_row(rec: ConnectionRecord) -> str:
     who = pid + escape(name)  # a name with control characters may still push the columns
     return _ROW.format(
         local_clock(rec["time"][:19]),
-        EVENT_LABELS.get(rec["type"], rec["type"]),
+        UDP_LABELS[rec["direction"]] if rec["type"] == UDP else EVENT_LABELS.get(rec["type"], rec["type"]),
         who,
         endpoint(rec["laddr"], rec["lport"]),
         endpoint(rec["raddr"], rec["rport"]),
-        label(rec["sock_family"], rec["mapped"]),
+        label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp"),
         rec.get("reason") or ("-" if v6only is None else str(int(v6only))),
     ).rstrip()
 

@@ -44,12 +44,21 @@ class CgroupError(Exception):
     """A cgroup program could not be loaded or linked; one line."""
 
 
+RETRIES = 5
+
+
 def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    fd = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
+    """bpf(2), again when the kernel gave up for a signal: the verifier
+    stops with EAGAIN when one is pending (a Ctrl-Z, a SIGCHLD), as
+    libbpf's own loader retries (sys_bpf_prog_load)."""
+    for _ in range(RETRIES):
+        fd = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+        if fd >= 0:
+            return fd
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return fd
+        if err not in (errno.EAGAIN, errno.EINTR):
+            break
+    raise OSError(err, os.strerror(err))
 
 
 def load(insns: int, size: int, license: bytes, attach_type: int, name: bytes) -> int:

@@ -57,33 +57,19 @@ enum {
 #define AF_INET6 10
 #endif
 
-static __always_inline u64 read_u64(const void *base, u32 off)
-{
-	u64 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
+/* read_u8() .. read_u64(): the integer of that width at base + off, 0 when
+ * unreadable */
+#define DEFINE_READ(type)							\
+static __always_inline type read_##type(const void *base, u32 off)		\
+{										\
+	type v = 0;								\
+	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);	\
+	return v;								\
 }
-
-static __always_inline u32 read_u32(const void *base, u32 off)
-{
-	u32 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u8 read_u8(const void *base, u32 off)
-{
-	u8 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u16 read_u16(const void *base, u32 off)
-{
-	u16 v = 0;
-	bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
+DEFINE_READ(u8)
+DEFINE_READ(u16)
+DEFINE_READ(u32)
+DEFINE_READ(u64)
 
 /* An integer field of any width, bit-fields included, in one load. */
 #define read_int(base, field) \

@@ -550,9 +550,9 @@ int kretprobe__tcp_v4_connect(struct pt_regs *ctx)
  *    connected to a mapped address, which the kernel hands to udp_sendmsg:
  *    net/ipv6/udp.c) and every datagram received by a call that asks for
  *    the sender's address (recvfrom/recvmsg);
- *  - on kernels with the sock_send_length/sock_recv_length tracepoints
- *    (Linux 6.3+: https://github.com/torvalds/linux/blob/v6.3/include/trace/events/sock.h),
- *    send() and recv() on connected sockets, which the cgroup hooks skip.
+ *  - on kernels with the sock_send_length tracepoint (Linux 6.3+:
+ *    https://github.com/torvalds/linux/blob/v6.3/include/trace/events/sock.h),
+ *    send() on connected sockets, which the cgroup hooks skip.
  * A connect() alone sends nothing: it is no flow (glibc's getaddrinfo
  * connects a UDP socket to each candidate address to sort them).
  */
@@ -574,15 +574,14 @@ struct udp_flow_key {
  * they come back (README, Limits). */
 BPF_TABLE("lru_hash", struct udp_flow_key, u64, udp_flows, UDP_FLOWS_MAX);
 
-/* A datagram of socket `sk` (its cookie `cookie`) to or from `peer`:`port`,
- * in the sending or receiving task's context: the flow's record, if it is
- * new or was idle for UDP_IDLE_NS. */
-static __always_inline void udp_datagram(void *ctx, const void *sk, u64 cookie,
-					 const u8 *peer, u16 port, u8 type)
+/* A datagram of the socket whose cookie is `cookie`, to or from
+ * `peer`:`port`: whether it begins a flow (new, or idle for UDP_IDLE_NS).
+ * The hot path: every datagram the hooks see comes here, and almost all
+ * of them belong to a flow seen a moment ago. */
+static __always_inline bool udp_flow_begins(u64 cookie, const u8 *peer, u16 port)
 {
 	struct udp_flow_key key = {.cookie = cookie, .port = port};
 	u64 now = bpf_ktime_get_ns(), *last;
-	struct event e = {};
 
 	__builtin_memcpy(key.peer, peer, sizeof(key.peer));
 	last = udp_flows.lookup(&key);
@@ -592,10 +591,20 @@ static __always_inline void udp_datagram(void *ctx, const void *sk, u64 cookie,
 		if (now - seen < UDP_IDLE_NS) {
 			if (now - seen > UDP_REFRESH_NS)
 				udp_flows.update(&key, &now);
-			return;
+			return false;
 		}
 	}
 	udp_flows.update(&key, &now);
+	return true;
+}
+
+/* The record of a flow of socket `sk` that begins with a datagram to or
+ * from `peer`:`port`, in the sending or receiving task's context. */
+static __always_inline void udp_report(void *ctx, const void *sk, const u8 *peer, u16 port,
+				       u8 type)
+{
+	struct event e = {};
+
 	e.type = type;
 	set_task(&e);
 	read_sock(&e, sk);             /* the local address and port, the netns */
@@ -633,7 +642,7 @@ static __always_inline void udp_ipv4_peer(struct bpf_sock_addr *ctx, u8 type)
 {
 	u8 peer[16] = {};
 	u32 ip4 = ctx->user_ip4, port = ctx->user_port, family = ctx->family;
-	void *sk = sock_of(ctx);
+	u16 hport;
 
 	/* each field read into a local first: a read of ctx in a branch let
 	 * clang form a modified ctx pointer, which the verifier refuses */
@@ -642,23 +651,25 @@ static __always_inline void udp_ipv4_peer(struct bpf_sock_addr *ctx, u8 type)
 		map_ipv4(peer, ip4);
 	else
 		__builtin_memcpy(peer, &ip4, 4);
-	udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), peer,
-		     __builtin_bswap16((u16)port), type);
+	hport = __builtin_bswap16((u16)port);
+	if (udp_flow_begins(bpf_get_socket_cookie(ctx), peer, hport))
+		udp_report(ctx, sock_of(ctx), peer, hport, type);
 }
 
 static __always_inline void udp_ipv6_peer(struct bpf_sock_addr *ctx, u8 type)
 {
 	u32 peer[4];
 	u32 port = ctx->user_port;
-	void *sk = sock_of(ctx);
+	u16 hport;
 
 	peer[0] = ctx->user_ip6[0];
 	peer[1] = ctx->user_ip6[1];
 	peer[2] = ctx->user_ip6[2];
 	peer[3] = ctx->user_ip6[3];
 	asm volatile("" : "+r"(port));
-	udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), (const u8 *)peer,
-		     __builtin_bswap16((u16)port), type);
+	hport = __builtin_bswap16((u16)port);
+	if (udp_flow_begins(bpf_get_socket_cookie(ctx), (const u8 *)peer, hport))
+		udp_report(ctx, sock_of(ctx), (const u8 *)peer, hport, type);
 }
 
 /* A send whose address the hook could not see (ancillary data made the
@@ -669,8 +680,8 @@ static __always_inline void udp_socket_peer(struct bpf_sock_addr *ctx, u8 type)
 	void *sk = sock_of(ctx);
 
 	read_sock(&e, sk);
-	if (e.dport)
-		udp_datagram(ctx, sk, bpf_get_socket_cookie(ctx), e.daddr, e.dport, type);
+	if (e.dport && udp_flow_begins(bpf_get_socket_cookie(ctx), e.daddr, e.dport))
+		udp_report(ctx, sk, e.daddr, e.dport, type);
 }
 
 static __always_inline bool is_udp_addr(struct bpf_sock_addr *ctx)
@@ -719,36 +730,40 @@ int socktrace_udp6_recvmsg(struct bpf_sock_addr *ctx)
 }
 
 #ifdef HAVE_SOCK_LENGTH
-/* send() or recv() on a connected UDP socket moved `ret` bytes: the peer
- * is the socket's own.  Every socket's sends and receives pass here (TCP's
- * too): the protocol is the first thing read. */
-static __always_inline void udp_connected(void *ctx, const void *sk, int ret, u8 type)
+/* send() on a connected UDP socket sent `ret` bytes: its peer is the
+ * socket's own.  Every socket's sends pass here, TCP's too, and most UDP
+ * ones are unconnected (the cgroup programs saw them): the state, then
+ * the protocol, are read first, and only what the flow's key needs after.
+ * (sock_recv_length is not hooked: a connected socket's flow is reported
+ * when it first sends, and every receive of every socket would pay.) */
+static __always_inline void udp_connected_send(void *ctx, const void *sk, int ret)
 {
-	struct event e = {};
+	u8 peer[16] = {};
+	u16 family, port;
 	u64 cookie;
 
-	if (ret <= 0 || sock_protocol(sk) != IPPROTO_UDP)
+	if (ret <= 0 || read_u8(sk, OFF_SKC_STATE) != STATE_ESTABLISHED)
 		return;
-	if (read_u8(sk, OFF_SKC_STATE) != STATE_ESTABLISHED)
-		return;   /* not connected: the cgroup programs see its datagrams */
-	read_sock(&e, sk);
-	if (e.family != AF_INET && e.family != AF_INET6)
+	if (sock_protocol(sk) != IPPROTO_UDP)
+		return;
+	family = sock_family(sk);
+	port = __builtin_bswap16(read_u16(sk, OFF_SKC_DPORT));
+	if (family == AF_INET6)
+		bpf_probe_read_kernel(peer, 16, (const char *)sk + OFF_SKC_V6_DADDR);
+	else if (family == AF_INET)
+		bpf_probe_read_kernel(peer, 4, (const char *)sk + OFF_SKC_DADDR);
+	else
 		return;
 	/* a cookie exists once anything asked for one: our cgroup programs, a
 	 * sock_diag dump (socktrace's snapshot), SO_COOKIE; else the address */
 	cookie = read_u64(sk, OFF_SKC_COOKIE);
-	udp_datagram(ctx, sk, cookie ? cookie : (u64)sk, e.daddr, e.dport, type);
+	if (udp_flow_begins(cookie ? cookie : (u64)sk, peer, port))
+		udp_report(ctx, sk, peer, port, EVENT_UDP_OUT);
 }
 
 RAW_TRACEPOINT_PROBE(sock_send_length)
 {
-	udp_connected(ctx, (const void *)ctx->args[0], (int)ctx->args[1], EVENT_UDP_OUT);
-	return 0;
-}
-
-RAW_TRACEPOINT_PROBE(sock_recv_length)
-{
-	udp_connected(ctx, (const void *)ctx->args[0], (int)ctx->args[1], EVENT_UDP_IN);
+	udp_connected_send(ctx, (const void *)ctx->args[0], (int)ctx->args[1]);
 	return 0;
 }
 #endif /* HAVE_SOCK_LENGTH */

@@ -389,8 +389,8 @@ class Loader:
 
     @property
     def sock_length_tracepoints(self) -> bool:
-        """sock:sock_send_length and sock_recv_length (Linux 6.3+): what
-        sees send() and recv() on connected UDP sockets."""
+        """sock:sock_send_length (Linux 6.3+): what sees send() on
+        connected UDP sockets."""
         return os.path.isdir(os.path.join(self.tracefs, "events/sock/sock_send_length"))
 
     def _link_udp(self, bpf) -> CgroupLinks:

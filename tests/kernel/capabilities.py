@@ -34,8 +34,8 @@ def kprobes() -> bool:
 
 
 def sock_length_tracepoints() -> bool:
-    """sock:sock_send_length and sock_recv_length (Linux 6.3+), which see
-    send() and recv() on connected sockets."""
+    """sock:sock_send_length (Linux 6.3+), which sees send() on connected
+    sockets."""
     from socktrace.kernel.tracefs import tracefs_root
     return os.path.isdir(os.path.join(tracefs_root(), "events/sock/sock_send_length"))
 

@@ -88,11 +88,14 @@ def listening(port: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def wait_listening(root, proc, port: int, sockets: int, timeout: float = 60) -> None:
+def wait_listening(root, proc, port: int, sockets: int, timeout: float = 60,
+                   listed: Callable[[int], list[str]] = listening) -> None:
+    """Until the server has `sockets` sockets on `port`: TCP listeners, or
+    with listed=udp_bound its UDP sockets."""
     deadline = time.monotonic() + timeout
-    while len(listening(port)) < sockets:
+    while len(listed(port)) < sockets:
         assert proc.poll() is None, f"the server exited {proc.returncode}:\n{root.log_of(proc)}"
-        assert time.monotonic() < deadline, f"not listening on {port}:\n{root.log_of(proc)}"
+        assert time.monotonic() < deadline, f"nothing on {port}:\n{root.log_of(proc)}"
         time.sleep(0.1)
 
 
@@ -453,12 +456,8 @@ def udp_bound(port: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def wait_bound(root, proc, port: int, sockets: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while len(udp_bound(port)) < sockets:
-        assert proc.poll() is None, f"the server exited {proc.returncode}:\n{root.log_of(proc)}"
-        assert time.monotonic() < deadline, f"no UDP socket on {port}:\n{root.log_of(proc)}"
-        time.sleep(0.1)
+def wait_bound(root, proc, port: int, sockets: int) -> None:
+    wait_listening(root, proc, port, sockets, listed=udp_bound)
 
 
 def ask(payload: bytes) -> Callable[[str, int], int | None]:

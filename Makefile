@@ -62,18 +62,26 @@ unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit --pyargs socktrace
 
 # socktrace against no tracer, bpftrace and bcc's tools under nginx + ab,
-# what it costs an unrelated system call, per probe mode, and what its BPF
-# programs cost the kernel per connection: on this machine
-# (bench/results/conn.md, syscall.md, kernel-side.md) and in the test VM, where
+# what it costs an unrelated system call, per probe mode, what its BPF
+# programs cost the kernel per connection, and UDP: a dual-stack DNS server
+# under dnsperf, new flows at the client's highest rate: on this machine
+# (bench/results/conn.md, syscall.md, kernel-side.md, dns.md) and in the test VM, where
 # every probe mode and bcc's tools run (conn-vm.md, syscall-vm.md)
 bench: bench-host bench-vm
 
 bench-host: setup
 	@command -v nginx >/dev/null && command -v ab >/dev/null && command -v bpftrace >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light apache2-utils bpftrace >/dev/null
+	@# unbound and dnsperf for the UDP bench; a policy-rc.d keeps unbound's
+	@# package from starting a resolver on port 53
+	@command -v unbound >/dev/null && command -v dnsperf >/dev/null || { \
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends unbound dnsperf >/dev/null; \
+		rc=$$?; rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 	$(VENV)/bin/python bench/conn_bench.py
 	$(VENV)/bin/python bench/syscall_bench.py
 	$(VENV)/bin/python bench/kernel_side.py
+	$(VENV)/bin/python bench/dns_bench.py
 
 bench-vm: setup
 	bench/vm_bench.sh

@@ -12,7 +12,9 @@ servers set IPV6_V6ONLY on every socket they open themselves.
 1. dnsperf (Debian's) over IPv4, few client sockets (-c 4): every query an
    IPv4 datagram through the dual-stack socket, the per-datagram cost of
    the UDP hooks.  Alternating rounds: none, socktrace in each probe mode
-   that loads (and BENCH_COMPARE, another socktrace, in the first mode).
+   that loads (and BENCH_COMPARE, another socktrace, in the first mode),
+   and the same cgroup hooks with empty programs (bench/cgroup_floor.py):
+   what the kernel's hook costs before any work of socktrace's.
 2. New flows: clients that make each query from a new socket, so a new
    source port each time (as resolvers randomise them), as fast as they
    can; socktrace -u logs every flow: each client socket's flow must be
@@ -123,6 +125,13 @@ def dnsperf(workdir: Path) -> float:
     return float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
 
 
+def floor() -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, str(HERE / "cgroup_floor.py")], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "ready", "bench/cgroup_floor.py did not get ready"
+    return p
+
+
 def tracer(command: str, mode: str, workdir: Path, *args: str) -> subprocess.Popen:
     log = workdir / "trace.jsonl"
     log.unlink(missing_ok=True)
@@ -189,6 +198,7 @@ def main() -> None:
         tracers.append((f"socktrace-{found[0]}@compare", COMPARE, found[0]))
     rounds: dict[str, list[float]] = {"none": []}
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in tracers}
+    ratios["empty cgroup programs"] = []
     flows: dict[str, list[dict]] = {name: [] for name, _, _ in tracers}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -209,6 +219,16 @@ def main() -> None:
                     ratios[name].append(qps / base)
                     print(f"round {r + 1}: none {base:.0f} q/s, {name} {qps:.0f} q/s "
                           f"({qps / base:.3f})", file=sys.stderr)
+                base = dnsperf(work)
+                rounds["none"].append(base)
+                p = floor()
+                try:
+                    qps = dnsperf(work)
+                finally:
+                    p.terminate()
+                    p.wait(60)
+                rounds.setdefault("empty cgroup programs", []).append(qps)
+                ratios["empty cgroup programs"].append(qps / base)
             for name, command, mode in tracers:
                 flows[name].append(new_flows(command, mode, work))
                 print(f"new flows, {name}: {flows[name][-1]}", file=sys.stderr)

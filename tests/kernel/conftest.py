@@ -34,8 +34,8 @@ def _capabilities_first():
 def socktrace():
     started = []
 
-    def start(*args):
-        st = Socktrace(*args)
+    def start(*args, **kwargs):
+        st = Socktrace(*args, **kwargs)
         started.append(st)
         return st
     yield start

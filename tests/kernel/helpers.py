@@ -22,9 +22,9 @@ PEER = str(Path(__file__).parent / "peer.py")
 class Socktrace:
     """`socktrace --json ARGS` in the background, its records collected."""
 
-    def __init__(self, *args, ready_timeout=60):
+    def __init__(self, *args, ready_timeout=60, preexec_fn=None):
         self.proc = subprocess.Popen([SOCKTRACE, "--json", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

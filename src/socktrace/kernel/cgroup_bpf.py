@@ -24,41 +24,23 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 import tempfile
 
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
-BPF_PROG_LOAD, BPF_LINK_CREATE = 5, 28
+from .bpf_syscall import BPF_LINK_CREATE, BPF_PROG_LOAD
+from .bpf_syscall import bpf as _bpf
+
 PROG_TYPE_CGROUP_SOCK_ADDR = 18
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
 UDP4_SENDMSG, UDP6_SENDMSG, UDP4_RECVMSG, UDP6_RECVMSG = 14, 15, 19, 20
 MNT_DETACH = 2
 LOG_SIZE = 1 << 20
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_libc = ctypes.CDLL(None, use_errno=True)   # mount(2), umount2(2)
 
 
 class CgroupError(Exception):
     """A cgroup program could not be loaded or linked; one line."""
-
-
-RETRIES = 5
-
-
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    """bpf(2), again when the kernel gave up for a signal: the verifier
-    stops with EAGAIN when one is pending (a Ctrl-Z, a SIGCHLD), as
-    libbpf's own loader retries (sys_bpf_prog_load)."""
-    for _ in range(RETRIES):
-        fd = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-        if fd >= 0:
-            return fd
-        err = ctypes.get_errno()
-        if err not in (errno.EAGAIN, errno.EINTR):
-            break
-    raise OSError(err, os.strerror(err))
 
 
 def load(insns: int, size: int, license: bytes, attach_type: int, name: bytes) -> int:

@@ -16,16 +16,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
+
+from .bpf_syscall import BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, bpf, supported
 
 # include/uapi/linux/bpf.h
-BPF_PROG_LOAD = 5
-BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_FEXIT = 25
 ENOTSUPP = 524  # include/linux/errno.h: kernel-internal, not in userspace's errno.h
-# arch/*/include/generated/uapi/asm/unistd_64.h
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
 # r0 = 0; exit
 _RETURN_0 = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
 _LICENSE = b"GPL\0"
@@ -52,13 +49,6 @@ class _RawTracepointAttr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
 
 
-def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    """bpf(2): a new fd, or -errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(SYS_BPF[platform.machine()], cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    return fd if fd >= 0 else -ctypes.get_errno()
-
-
 def _error(code: int) -> str:
     if code == ENOTSUPP:
         return "ENOTSUPP: no BPF trampolines in this kernel"
@@ -68,7 +58,7 @@ def _error(code: int) -> str:
 def fexit_refused(func_btf_id: int) -> str | None:
     """Why the kernel refuses an fexit program on the function with BTF id
     `func_btf_id`, or None when it loads and attaches."""
-    if platform.machine() not in SYS_BPF:
+    if not supported():
         return None  # the compile will tell
     insns = ctypes.create_string_buffer(_RETURN_0)
     license_ = ctypes.create_string_buffer(_LICENSE)
@@ -76,14 +66,14 @@ def fexit_refused(func_btf_id: int) -> str | None:
                          insns=ctypes.addressof(insns), license=ctypes.addressof(license_),
                          prog_name=b"socktrace_chk", expected_attach_type=BPF_TRACE_FEXIT,
                          attach_btf_id=func_btf_id)
-    prog = _bpf(BPF_PROG_LOAD, attr)
-    if prog < 0:
-        return f"the kernel refused to load an fexit program ({_error(-prog)})"
     try:
-        link = _bpf(BPF_RAW_TRACEPOINT_OPEN, _RawTracepointAttr(name=0, prog_fd=prog))
-        if link < 0:
-            return f"the kernel refused to attach an fexit program ({_error(-link)})"
-        os.close(link)
+        prog = bpf(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        return f"the kernel refused to load an fexit program ({_error(exc.errno)})"
+    try:
+        os.close(bpf(BPF_RAW_TRACEPOINT_OPEN, _RawTracepointAttr(name=0, prog_fd=prog)))
         return None
+    except OSError as exc:
+        return f"the kernel refused to attach an fexit program ({_error(exc.errno)})"
     finally:
         os.close(prog)

@@ -1,0 +1,73 @@
+"""bpf(2) itself, for the few programs socktrace loads without bcc
+(kernel/trampoline.py's fexit check, kernel/cgroup_bpf.py's cgroup
+programs): the one place that knows the system call's number and how to
+call it the way libbpf does.
+
+    >>> bpf(BPF_PROG_LOAD, attr)          # doctest: +SKIP
+    7
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import resource
+
+# arch/*/include/generated/uapi/asm/unistd_64.h
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
+# include/uapi/linux/bpf.h, enum bpf_cmd
+BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 5, 17, 28
+RETRIES = 5
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def supported() -> bool:
+    """Whether this machine's bpf(2) number is known."""
+    return platform.machine() in SYS_BPF
+
+
+def bpf(cmd: int, attr: ctypes.Array | ctypes.Structure) -> int:
+    """bpf(2): the new file descriptor, or OSError.
+
+    Retried as libbpf's and bcc's loaders retry:
+    - EAGAIN/EINTR: the verifier stops when a signal is pending (a
+      Ctrl-Z, a SIGCHLD) (libbpf sys_bpf_prog_load);
+    - EPERM with a finite RLIMIT_MEMLOCK: before Linux 5.11 BPF memory is
+      charged to the user's locked-memory limit, shared by all of root's
+      processes, so a second socktrace (or any BPF tool) running beside
+      the first gets EPERM (seen on 5.10: the fexit check of a second
+      socktrace).  bcc raises the limit to unlimited and tries again
+      (bcc src/cc/libbpf.c, bcc_prog_load_xattr); so does this.  Since
+      5.11 memory cgroups account BPF memory instead:
+      https://lore.kernel.org/bpf/20201201215900.3569844-1-guro@fb.com
+    """
+    raised = False
+    for _ in range(RETRIES):
+        fd = _libc.syscall(SYS_BPF.get(platform.machine(), 321), cmd, ctypes.byref(attr),
+                           ctypes.sizeof(attr))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err == errno.EPERM and not raised and _unlimit_memlock():
+            raised = True
+            continue
+        if err not in (errno.EAGAIN, errno.EINTR):
+            break
+    raise OSError(err, os.strerror(err))
+
+
+def _unlimit_memlock() -> bool:
+    """Raise RLIMIT_MEMLOCK to unlimited; whether it was lower (and so
+    worth another try)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):   # not allowed (no CAP_SYS_RESOURCE): the EPERM stands
+        return False
+    return True

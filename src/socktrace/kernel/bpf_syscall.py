@@ -1,10 +1,13 @@
 """bpf(2) itself, for the few programs socktrace loads without bcc
 (kernel/trampoline.py's fexit check, kernel/cgroup_bpf.py's cgroup
 programs): the one place that knows the system call's number and how to
-call it the way libbpf does.
+call it the way libbpf does: bpf(BPF_PROG_LOAD, attr) returns the new
+program's file descriptor, or raises OSError with the kernel's errno.
 
-    >>> bpf(BPF_PROG_LOAD, attr)          # doctest: +SKIP
-    7
+    >>> import ctypes
+    >>> bpf(0xFFFF, ctypes.c_uint64())    # no such command (as root; else EPERM)
+    Traceback (most recent call last):
+    OSError: [Errno 22] Invalid argument
 """
 
 from __future__ import annotations

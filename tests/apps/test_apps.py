@@ -105,28 +105,42 @@ class Trial:
     accepts: dict[str, dict | None]          # "ipv4"/"ipv6" -> its accept record (None: refused)
     summary: dict
     explain: str
-    listeners: list[dict]                    # snapshot --json LISTEN records of the port
+    listeners: list[dict]                    # snapshot --json LISTEN (UDP: UNCONN) records of the port
     report: dict
     records: list[dict] = field(default_factory=list)
 
 
-def trial(root, start: Callable[[], subprocess.Popen], port: int, sockets: int = 1) -> Trial:
+def trial(root, start: Callable[[], subprocess.Popen], port: int, sockets: int = 1,
+          udp_client: Callable[[str, int], int | None] | None = None) -> Trial:
     """socktrace live (-P port), the server, one IPv4 and one IPv6 client,
-    snapshot --explain and --json while it runs, report on the records."""
-    assert not listening(port), f"port {port} is taken on this machine: {listening(port)}"
-    st = Socktrace("-P", str(port))
+    snapshot --explain and --json while it runs, report on the records.
+    With a `udp_client` (ask(...)), UDP: socktrace -u, the server's UDP
+    sockets, and Trial.accepts holds the server's `udp in` flows."""
+    if udp_client is None:
+        listed, only, client, state = listening, (), connect, "LISTEN"
+
+        def came(r, c):
+            return r["type"] == "accept" and r["rport"] == c
+    else:
+        listed, only, client, state = udp_bound, ("-u",), udp_client, "UNCONN"
+
+        def came(r, c):
+            return r["type"] == "udp" and r["direction"] == "in" and r["lport"] == port \
+                and r["rport"] == c
+    assert not listed(port), f"port {port} is taken on this machine: {listed(port)}"
+    st = Socktrace(*only, "-P", str(port))
     proc = start()
     try:
-        wait_listening(root, proc, port, sockets)
-        clients = {"ipv4": connect("127.0.0.1", port), "ipv6": connect("::1", port)}
+        wait_listening(root, proc, port, sockets, listed=listed)
+        clients = {"ipv4": client("127.0.0.1", port), "ipv6": client("::1", port)}
         accepts = {}
         for family, cport in clients.items():
             accepts[family] = None if cport is None else st.wait_for(
-                lambda r, c=cport: r["type"] == "accept" and r["rport"] == c)[0]
-        explain = run_socktrace("snapshot", "--explain", "-P", str(port))
-        listeners = [json.loads(line) for line in
-                     run_socktrace("snapshot", "--json", "-P", str(port)).splitlines()]
-        listeners = [r for r in listeners if r["state"] == "LISTEN"]
+                lambda r, c=cport: came(r, c))[0]
+        explain = run_socktrace("snapshot", "--explain", *only, "-P", str(port))
+        sockets_now = [json.loads(line) for line in
+                       run_socktrace("snapshot", "--json", *only, "-P", str(port)).splitlines()]
+        sockets_now = [r for r in sockets_now if r["state"] == state]
     finally:
         assert st.stop() == 0, st.stderr
         root.stop(proc)
@@ -134,7 +148,7 @@ def trial(root, start: Callable[[], subprocess.Popen], port: int, sockets: int =
     log = root.scratch / "trace.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     report = json.loads(run_socktrace("report", "--json", str(log)))
-    return Trial(accepts, next(r for r in records if r["type"] == "summary"), explain, listeners,
+    return Trial(accepts, next(r for r in records if r["type"] == "summary"), explain, sockets_now,
                  report, records)
 
 
@@ -456,10 +470,6 @@ def udp_bound(port: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def wait_bound(root, proc, port: int, sockets: int) -> None:
-    wait_listening(root, proc, port, sockets, listed=udp_bound)
-
-
 def ask(payload: bytes) -> Callable[[str, int], int | None]:
     """A client sending `payload` from a connected UDP socket of the
     server's family: its local port, or None when refused (the kernel's
@@ -488,37 +498,6 @@ def dns_query(name: str = "bench.test", qtype: int = 1) -> bytes:
 
 
 NTP_REQUEST = bytes([0x23]) + bytes(47)      # RFC 5905: version 4, mode 3 (client)
-
-
-def udp_trial(root, start: Callable[[], subprocess.Popen], port: int, client, sockets: int = 1
-              ) -> Trial:
-    """socktrace live (-u -P port), the server, one IPv4 and one IPv6
-    client, snapshot --explain and --json while it runs, report on the
-    records.  Trial.accepts holds the server's `udp in` flows."""
-    assert not udp_bound(port), f"UDP port {port} is taken on this machine: {udp_bound(port)}"
-    st = Socktrace("-u", "-P", str(port))
-    proc = start()
-    try:
-        wait_bound(root, proc, port, sockets)
-        clients = {"ipv4": client("127.0.0.1", port), "ipv6": client("::1", port)}
-        flows = {}
-        for family, cport in clients.items():
-            flows[family] = None if cport is None else st.wait_for(
-                lambda r, c=cport: r["type"] == "udp" and r["direction"] == "in"
-                and r["lport"] == port and r["rport"] == c)[0]
-        explain = run_socktrace("snapshot", "--explain", "-u", "-P", str(port))
-        sockets_now = [json.loads(line) for line in
-                       run_socktrace("snapshot", "--json", "-u", "-P", str(port)).splitlines()]
-        sockets_now = [r for r in sockets_now if r["state"] == "UNCONN"]
-    finally:
-        assert st.stop() == 0, st.stderr
-        root.stop(proc)
-    records = st.records
-    log = root.scratch / "trace.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in records))
-    report = json.loads(run_socktrace("report", "--json", str(log)))
-    return Trial(flows, next(r for r in records if r["type"] == "summary"), explain, sockets_now,
-                 report, records)
 
 
 def assert_udp_dual_stack(t: Trial, app: KnownApp, process: str, port: int, in_report: bool = True,
@@ -569,11 +548,11 @@ def test_dnsmasq(root):
     port = 5353
     start = lambda: root.start("dnsmasq", "-d", "-C", "/dev/null", "-p", str(port), "-R", "-h",   # noqa: E731
                                "--log-facility=-", "--address=/bench.test/127.0.0.1")
-    assert_udp_plain(udp_trial(root, start, port, ask(dns_query()), sockets=2), port, "kept")
+    assert_udp_plain(trial(root, start, port, sockets=2, udp_client=ask(dns_query())), port, "kept")
     st = Socktrace("-u", "-P", str(port))
     server = start()
     try:
-        wait_bound(root, server, port, 2)
+        wait_listening(root, server, port, 2, listed=udp_bound)
         for host in ("127.0.0.1", "::1"):
             out = root.run("dig", f"@{host}", "-p", str(port), "+short", "+tries=1", "bench.test")
             assert out.strip() == "127.0.0.1", out
@@ -607,7 +586,7 @@ def test_unbound(root):
     port = 5354
     root.path("/etc/unbound/bench.conf").write_text(UNBOUND_CONF.format(port=port))
     start = lambda: root.start("unbound", "-d", "-p", "-c", "/etc/unbound/bench.conf")   # noqa: E731
-    assert_udp_plain(udp_trial(root, start, port, ask(dns_query()), sockets=2), port, "kept")
+    assert_udp_plain(trial(root, start, port, sockets=2, udp_client=ask(dns_query())), port, "kept")
 
 
 CHRONY_CONF = """allow all
@@ -623,7 +602,7 @@ def test_chrony(root):
     root.run("mkdir", "-p", "/run/chrony", "/var/lib/chrony")
     start = lambda: root.start("chronyd", "-d", "-x", "-U", "-u", "root", "-f",   # noqa: E731
                                "/etc/chrony/bench.conf")
-    assert_udp_plain(udp_trial(root, start, port, ask(NTP_REQUEST), sockets=2), port, "kept")
+    assert_udp_plain(trial(root, start, port, sockets=2, udp_client=ask(NTP_REQUEST)), port, "kept")
 
 
 RSYSLOG_CONF = """module(load="imudp")
@@ -638,7 +617,7 @@ def test_rsyslog(root):
     port = 10514
     root.path("/etc/bench-rsyslog.conf").write_text(RSYSLOG_CONF.format(port=port))
     start = lambda: root.start("rsyslogd", "-n", "-iNONE", "-f", "/etc/bench-rsyslog.conf")   # noqa: E731
-    t = udp_trial(root, start, port, ask(b"<14>socktrace: a line"), sockets=2)
+    t = trial(root, start, port, sockets=2, udp_client=ask(b"<14>socktrace: a line"))
     assert_udp_plain(t, port, "kept")
     assert "socktrace: a line" in root.path("/var/log/bench.log").read_text()
 
@@ -651,11 +630,11 @@ def test_snmpd(root):
     start = lambda: root.start("snmpd", "-f", "-Lo", "-C", "-c", "/etc/snmp/bench.conf",   # noqa: E731
                                f"udp:{port},udp6:{port}")
 
-    assert_udp_plain(udp_trial(root, start, port, ask(SNMP_GET), sockets=2), port, "kept")
+    assert_udp_plain(trial(root, start, port, sockets=2, udp_client=ask(SNMP_GET)), port, "kept")
     # the agent answers net-snmp's own client over both families
     server = start()
     try:
-        wait_bound(root, server, port, 2)
+        wait_listening(root, server, port, 2, listed=udp_bound)
         for target in (f"udp:127.0.0.1:{port}", f"udp6:[::1]:{port}"):
             out = root.run("snmpget", "-v2c", "-c", "public", "-On", target, "1.3.6.1.2.1.1.1.0")
             assert ".1.3.6.1.2.1.1.1.0 = STRING:" in out, out
@@ -679,9 +658,9 @@ def test_openvpn(root):
                                "cipher AES-256-CBC\nauth SHA256\nverb 3\n")
     start = lambda: root.start("openvpn", "--config", conf)   # noqa: E731
     junk = ask(b"\x38" + bytes(40))     # not a valid packet: openvpn reads it and drops it
-    assert_udp_dual_stack(udp_trial(root, start, port, junk), app, "openvpn", port)
+    assert_udp_dual_stack(trial(root, start, port, udp_client=junk), app, "openvpn", port)
     apply_fix(root, app, conf, port)
-    assert_udp_plain(udp_trial(root, start, port, junk), port, app.ipv6)
+    assert_udp_plain(trial(root, start, port, udp_client=junk), port, app.ipv6)
 
 
 JAVA_UDP_SERVER = """import java.net.*;
@@ -710,8 +689,8 @@ def test_java_udp(root):
         return lambda: root.start("java", "-cp", "/srv", "Udp", str(port),
                                   env={"JAVA_TOOL_OPTIONS": options} if options else None)
     echo = ask(b"ping")
-    assert_udp_dual_stack(udp_trial(root, start(), port, echo), app, "java", port)
-    assert_udp_plain(udp_trial(root, start(app.change), port, echo), port, app.ipv6)
+    assert_udp_dual_stack(trial(root, start(), port, udp_client=echo), app, "java", port)
+    assert_udp_plain(trial(root, start(app.change), port, udp_client=echo), port, app.ipv6)
 
 
 NODE_DGRAM = """const dgram = require('dgram');
@@ -775,9 +754,9 @@ def test_go_udp(root):
     build(GO_UDP.replace("{port}", str(port)))
     start = lambda: root.start("/srv/goudp")   # noqa: E731
     echo = ask(b"ping")
-    assert_udp_dual_stack(udp_trial(root, start, port, echo), app, "goudp", port, in_report=False)
+    assert_udp_dual_stack(trial(root, start, port, udp_client=echo), app, "goudp", port, in_report=False)
     build(fixed(app, root.path("/srv/udp.go").read_text(), port))
-    assert_udp_plain(udp_trial(root, start, port, echo), port, app.ipv6)
+    assert_udp_plain(trial(root, start, port, udp_client=echo), port, app.ipv6)
 
 
 def prove_udp_program(root, app: KnownApp, port: int, inside: str, source: str, *command: str) -> None:
@@ -786,9 +765,9 @@ def prove_udp_program(root, app: KnownApp, port: int, inside: str, source: str, 
     root.path(inside).write_text(source.replace("{port}", str(port)))
     start = lambda: root.start(*command)   # noqa: E731
     echo = ask(b"ping")
-    assert_udp_dual_stack(udp_trial(root, start, port, echo), app, command[0], port)
+    assert_udp_dual_stack(trial(root, start, port, udp_client=echo), app, command[0], port)
     apply_fix(root, app, inside, port)
-    assert_udp_plain(udp_trial(root, start, port, echo), port, app.ipv6)
+    assert_udp_plain(trial(root, start, port, udp_client=echo), port, app.ipv6)
 
 
 # ------------------------------------------------- --metrics, scraped by Prometheus

@@ -66,7 +66,7 @@ unit: $(VENV)/.installed
 # programs cost the kernel per connection, and UDP: a dual-stack DNS server
 # under dnsperf, new flows at the client's highest rate: on this machine
 # (bench/results/conn.md, syscall.md, kernel-side.md, dns.md) and in the test VM, where
-# every probe mode and bcc's tools run (conn-vm.md, syscall-vm.md)
+# every probe mode and bcc's tools run (conn-vm.md, syscall-vm.md, dns-vm.md)
 bench: bench-host bench-vm
 
 bench-host: setup

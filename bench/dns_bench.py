@@ -234,7 +234,8 @@ def main() -> None:
                 print(f"new flows, {name}: {flows[name][-1]}", file=sys.stderr)
         finally:
             server.stop()
-    machine = (f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs; unbound on a "
+    machine = (f"{platform.node()}: Linux {platform.release()}, {os.cpu_count()} CPUs"
+               + os.environ.get("BENCH_MACHINE_NOTE", "") + "; unbound on a "
                f"dual-stack [::]:{PORT} socket (socket activation), dnsperf over IPv4 from 4 sockets, "
                f"{SECONDS} s a round, medians of {ROUNDS} alternating rounds (vs baseline: each "
                "round against the baseline round just before it, and the range)")

@@ -66,6 +66,7 @@ def build(rel: Release, image: bool = False) -> tuple[Path, str]:
     said = _run([str(HERE / "build-rootfs.sh"), str(out)], env={
         "SUITE": rel.suite, "PACKAGES": " ".join(rel.packages),
         "BACKPORTS": " ".join(rel.backports), "PROVISION": "1" if rel.provision else "",
+        "APPS": " ".join(rel.bench),
         "VENV": venv_packages(rel.python) if rel.kernels else ""})
     if image:
         said += _run([str(TOP / "tests/vm/build-image.sh"), str(out)])

@@ -61,6 +61,7 @@ class Release:
     kernels: tuple[Kernel, ...] = ()
     backports: tuple[str, ...] = ()   # from SUITE-backports (a newer kernel)
     provision: bool = False    # vagrant/provision.sh: the Vagrant box itself
+    bench: tuple[str, ...] = ()  # what make bench-vm runs in its VM (bench/vm_bench.sh)
     stands_in_for: str = ""
 
     @property
@@ -80,13 +81,18 @@ def _configs(headers: str | None, perf: str = "") -> tuple[Config, ...]:
                  for probe in ("auto", "kprobe", "tracepoint"))
 
 
+# bench/dns_bench.py's DNS server and client, and systemd-socket-activate,
+# which hands unbound its dual-stack socket; installed as tests/apps' servers
+# are (never started by their packages)
+BENCH = ("unbound", "dnsperf", "systemd")
+
 RELEASES = (
     Release("bullseye", "11", "bullseye", "3.9", "0.18", "0.3",
             kernels=(Kernel("5.10", _configs(headers="tracepoint", perf="tracepoint")),),
             stands_in_for="Ubuntu 22.04 (Python 3.10, bcc 0.18) and RHEL 9 (Python 3.9)"),
     Release("bookworm", "12", "bookworm", "3.11", "0.26", "1.1",
             kernels=(Kernel("6.1", _configs(headers="kprobe"), demo=True),),
-            provision=True),
+            provision=True, bench=BENCH),
     Release("trixie", "13", "trixie", "3.13", "0.31", "1.5",
             kernels=(Kernel("6.12", _configs(headers="tracepoint", perf="kprobe")),
                      Kernel("7.x", _configs(headers=None), backports=True)),

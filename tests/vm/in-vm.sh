@@ -115,6 +115,27 @@ demo() {  # the Vagrant box's demo, for vagrant/README.md's expected output
     echo "SOCKTRACE-VM-END demo rc=0 seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
+dnsbench() {  # bench/dns_bench.py: UDP through unbound's dual-stack socket, every probe mode
+    BENCH_RESULTS=/tmp/results BENCH_NAME=dns-vm \
+        BENCH_MACHINE_NOTE=" (Debian 12 in qemu, TCG software emulation)" \
+        ROUNDS=${BENCH_ROUNDS:-3} FLOWS=${BENCH_FLOWS:-6000} \
+        $PY /socktrace/bench/dns_bench.py
+}
+
+bench_dns() {  # the DNS bench alone (make bench-vm runs it in bench)
+    echo "SOCKTRACE-VM-BEGIN bench-dns"
+    start=$(cut -d' ' -f1 /proc/uptime)
+    mkdir -p /tmp/results
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+    dnsbench > /tmp/results/bench.out 2>&1
+    rc=$?
+    cat /tmp/results/bench.out
+    for f in dns-vm.json dns-vm.md; do
+        echo "SOCKTRACE-VM-FILE $f"; cat "/tmp/results/$f" 2>/dev/null; echo "SOCKTRACE-VM-FILE-END"
+    done
+    echo "SOCKTRACE-VM-END bench-dns rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
+}
+
 bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
     echo "SOCKTRACE-VM-BEGIN bench"
     start=$(cut -d' ' -f1 /proc/uptime)
@@ -131,8 +152,9 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
         BENCH_MACHINE_NOTE=" (Debian 12 in qemu, TCG software emulation)" \
         SYSCALLS=${BENCH_SYSCALLS:-200000} ROUNDS=${BENCH_ROUNDS:-3} \
         $PY /socktrace/bench/syscall_bench.py >> /tmp/results/bench.out 2>&1 || rc=1
+    dnsbench >> /tmp/results/bench.out 2>&1 || rc=1
     cat /tmp/results/bench.out
-    for f in conn-vm.json conn-vm.md syscall-vm.json syscall-vm.md; do
+    for f in conn-vm.json conn-vm.md syscall-vm.json syscall-vm.md dns-vm.json dns-vm.md; do
         echo "SOCKTRACE-VM-FILE $f"; cat "/tmp/results/$f" 2>/dev/null; echo "SOCKTRACE-VM-FILE-END"
     done
     echo "SOCKTRACE-VM-END bench rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
@@ -143,6 +165,7 @@ for config in $SOCKTRACE_VM_CONFIGS; do
     demo) demo ;;
     live) live ;;
     bench) bench ;;
+    bench-dns) bench_dns ;;
     *)  run "$config" ;;
     esac
 done

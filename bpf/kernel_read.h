@@ -19,6 +19,7 @@
 #ifdef SOCKTRACE_KERNEL_HEADERS
 #include <net/sock.h>
 #include <net/inet_sock.h>
+#include <linux/tcp.h>      /* struct tcp_sock */
 #include <linux/fdtable.h>
 #include <linux/mm_types.h>
 #include <linux/sched.h>

@@ -43,10 +43,13 @@
 #define STATE_SYN_SENT 2
 #define STATE_SYN_RECV 3
 #define STATE_FIN_WAIT1 4
+#define STATE_FIN_WAIT2 5
+#define STATE_TIME_WAIT 6
 #define STATE_CLOSE 7
 #define STATE_CLOSE_WAIT 8
 #define STATE_LAST_ACK 9
 #define STATE_LISTEN 10
+#define STATE_CLOSING 11
 
 #ifdef USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -61,6 +64,12 @@ BPF_HASH(pending, u64, u64, PENDING_MAX);
  * entry that accept() on another CPU may delete (and the kernel reuse): an
  * entry here counts only while `pending` holds its key. */
 BPF_TABLE("lru_hash", u64, struct event, queued, PENDING_MAX);
+#ifdef LIFETIME
+/* reported connection -> its accept or connect event, until it closes
+ * (--lifetime).  LRU: past LIVES_MAX open connections the oldest-seen
+ * lose their close record (README, Limits), never a new one its start. */
+BPF_TABLE("lru_hash", u64, struct event, lives, LIVES_MAX);
+#endif
 /* connecting socket -> its connect event, from the SYN to the end of the
  * handshake.  LRU: past PENDING_MAX connects in flight at once the oldest
  * are forgotten (README, Limits) rather than the newest refused. */
@@ -169,6 +178,17 @@ static __always_inline bool report(void *ctx, struct event *e)
 	return true;
 }
 
+/* A connection was reported (accept, or connect at ESTABLISHED): with
+ * --lifetime, keep its event for its close record. */
+static __always_inline void track_life(const void *sk, const struct event *e)
+{
+#ifdef LIFETIME
+	u64 key = (u64)sk;
+
+	lives.update(&key, e);
+#endif
+}
+
 /* accept() handed `sk` to the current task.  `listener` is NULL where only
  * the new socket is known: it copied skc_ipv6only from its listener when it
  * was cloned (sk_clone_lock), so it tells the listener's flag then. */
@@ -186,7 +206,8 @@ static __always_inline void report_accept(void *ctx, void *sk, void *listener)
 	read_sock(&e, sk);
 	e.v6only = e.family == AF_INET6 ? sock_ipv6only(listener ? listener : sk)
 					: V6ONLY_UNKNOWN;
-	report(ctx, &e);
+	if (report(ctx, &e))
+		track_life(sk, &e);
 }
 
 /* A connect whose handshake will not complete: `e` is its connect event,
@@ -246,6 +267,7 @@ static __always_inline void connect_ended(void *ctx, const void *sk, bool establ
 	read_sock(&e, sk);   /* the tracepoint mode saw the SYN before the local port */
 	if (established) {
 		submit(ctx, &e, sizeof(e));
+		track_life(sk, &e);
 		return;
 	}
 	/* CLOSE has given the local port back (inet_put_port() zeroes
@@ -318,6 +340,76 @@ static __always_inline void forget_child(const void *sk)
 	connects.delete(&key);
 }
 
+#ifdef LIFETIME
+/* Who ended a connection that reached CLOSE from `oldstate`: an error on
+ * the socket (ECONNRESET, EPIPE) is a reset received; a close from
+ * ESTABLISHED or CLOSE_WAIT without one is our own reset (abortive close);
+ * LAST_ACK follows the peer's FIN, the FIN_WAIT states and CLOSING ours.
+ * (A full socket leaves through FIN_WAIT2 -> CLOSE: TIME_WAIT belongs to
+ * the timewait socket that replaces it.) */
+static __always_inline u8 closed_by(const void *sk, int oldstate)
+{
+	if (read_u32(sk, OFF_SK_ERR))
+		return CLOSED_BY_RESET;
+	if (oldstate == STATE_LAST_ACK)
+		return CLOSED_BY_PEER;
+	if (oldstate == STATE_FIN_WAIT1 || oldstate == STATE_FIN_WAIT2 ||
+	    oldstate == STATE_CLOSING || oldstate == STATE_TIME_WAIT)
+		return CLOSED_BY_LOCAL;
+	return CLOSED_BY_RESET;
+}
+
+/* include/net/sock.h, enum sock_flags: set by tcp_fin() when the peer's
+ * FIN arrives (and by nothing else before CLOSE) */
+#define SOCK_DONE 1
+
+/* The payload a connection carried each way.  tcp_sock's counters follow
+ * the sequence numbers (tcp_snd_una_update, tcp_rcv_nxt_update in
+ * net/ipv4/tcp_input.c), in which a SYN and a FIN take one each: the
+ * connecting side's SYN is counted in bytes_acked (an accepted child
+ * begins after it), our FIN once the peer acknowledged it (snd_una
+ * reached write_seq, which counts it), the peer's FIN in bytes_received. */
+static __always_inline void payload(struct close_event *c, const void *sk, int oldstate)
+{
+	u64 acked = read_u64(sk, OFF_TCP_BYTES_ACKED);
+	u64 received = read_u64(sk, OFF_TCP_BYTES_RECEIVED);
+	bool fin_sent = oldstate == STATE_FIN_WAIT1 || oldstate == STATE_FIN_WAIT2 ||
+			oldstate == STATE_CLOSING || oldstate == STATE_LAST_ACK;
+
+	if (c->conn.type == EVENT_CONNECT && acked)
+		acked--;
+	if (fin_sent && acked &&
+	    read_u32(sk, OFF_TCP_SND_UNA) == read_u32(sk, OFF_TCP_WRITE_SEQ))
+		acked--;
+	if ((read_u64(sk, OFF_SKC_FLAGS) & (1ULL << SOCK_DONE)) && received)
+		received--;
+	c->bytes_acked = acked;
+	c->bytes_received = received;
+}
+
+/* `sk` reached CLOSE, often in softirq context: if it was reported, its
+ * close record, with the process that accepted or connected it (kept in
+ * `lives`), not whichever task runs now. */
+static __always_inline void report_close(void *ctx, const void *sk, int oldstate)
+{
+	u64 key = (u64)sk;
+	struct event *conn = lives.lookup(&key);
+	struct close_event c = {};
+
+	if (!conn)
+		return;
+	c.conn = *conn;   /* a copy: the entry goes now */
+	lives.delete(&key);
+	payload(&c, sk, oldstate);
+	c.start_ns = c.conn.ts_ns;
+	c.conn.type = EVENT_CLOSE;
+	c.conn.ts_ns = bpf_ktime_get_ns();
+	c.retransmits = read_u32(sk, OFF_TCP_TOTAL_RETRANS);
+	c.closed_by = closed_by(sk, oldstate);
+	submit(ctx, &c, sizeof(c));
+}
+#endif
+
 /* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection
  * passes about ten state changes and a few of them matter.  The raw one
  * hands over (sk, oldstate, newstate) as they are and the others cost two
@@ -338,6 +430,9 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 			connect_ended(ctx, sk, newstate == STATE_ESTABLISHED);
 	} else if (newstate == STATE_CLOSE) {
 		forget_child(sk);   /* and a connect that went SYN_SENT -> SYN_RECV */
+#ifdef LIFETIME
+		report_close(ctx, sk, oldstate);
+#endif
 	} else if ((oldstate == STATE_ESTABLISHED && newstate == STATE_FIN_WAIT1) ||
 		   (oldstate == STATE_CLOSE_WAIT && newstate == STATE_LAST_ACK)) {
 		closing(ctx, (void *)sk);

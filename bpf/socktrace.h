@@ -29,6 +29,9 @@
                                handshake: `err` says why                 */
 #define EVENT_UDP_IN     7  /* a UDP flow's first datagram, received     */
 #define EVENT_UDP_OUT    8  /* a UDP flow's first datagram, sent         */
+#define EVENT_CLOSE      9  /* a TCP connection reported as accept or
+                               connect ended (--lifetime):
+                               struct close_event                        */
 
 /* v6only when it is not known (AF_INET sockets, connects) */
 #define V6ONLY_UNKNOWN 0xff
@@ -73,6 +76,27 @@ struct cmdline_event {
 	__u32 pid;
 	char  process[COMM_LEN];  /* its name: the thread group leader's comm */
 	char  args[CMDLINE_MAX];
+};
+
+/* Who ended a connection: who sent the first FIN, or a reset (received,
+ * or sent by an abortive close: SO_LINGER 0, unread data at close()). */
+#define CLOSED_BY_LOCAL 1
+#define CLOSED_BY_PEER  2
+#define CLOSED_BY_RESET 3
+
+/* A connection's end (--lifetime): the event it was reported with, then
+ * what it carried.  conn.type is EVENT_CLOSE and conn.ts_ns the time of
+ * its close; start_ns the ts_ns it was reported with. */
+struct close_event {
+	struct event conn;
+	__u64 start_ns;
+	__u64 bytes_acked;     /* payload sent and acknowledged by the peer
+	                          (tcp_sock.bytes_acked without SYN and FIN) */
+	__u64 bytes_received;  /* payload received (tcp_sock.bytes_received
+	                          without the peer's FIN) */
+	__u32 retransmits;     /* tcp_sock.total_retrans: segments */
+	__u8  closed_by;       /* CLOSED_BY_* */
+	__u8  pad[3];
 };
 
 /* Index of the counters in the `stats` map.  Python knows each counter by

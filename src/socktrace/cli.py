@@ -163,11 +163,14 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp) -> Filter:
               help="Do not list the existing mapped connections before tracing.")
 @click.option("--no-failed", is_flag=True,
               help="Do not report connects that fail (refused, timeout, unreachable, ...).")
+@click.option("--lifetime", is_flag=True,
+              help="Also report each TCP connection's end: how long it lived, the bytes each "
+                   "way, retransmits, who closed it (a `close` record).")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
 def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, unaccepted_after,
          udp_idle, buffer, buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics,
-         quiet, duration, no_snapshot, no_failed):
+         quiet, duration, no_snapshot, no_failed, lifetime):
     """Stream every new TCP connection and UDP flow; mark IPv4 peers served
     by AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ctx.invoked_subcommand is not None:
@@ -184,7 +187,7 @@ def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
         duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed,
-        metrics=metrics)
+        metrics=metrics, lifetime=lifetime)
     if ctx.invoked_subcommand is None:
         try:
             trace(app)

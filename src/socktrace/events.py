@@ -42,11 +42,16 @@ EVENT_ACCEPT = _C["EVENT_ACCEPT"]
 EVENT_CONNECT = _C["EVENT_CONNECT"]
 EVENT_UDP_IN = _C["EVENT_UDP_IN"]
 EVENT_UDP_OUT = _C["EVENT_UDP_OUT"]
+EVENT_CLOSE = _C["EVENT_CLOSE"]
 # the kernel's event types that are connections or flows, and their records' type
 KIND_BY_TYPE = {EVENT_ACCEPT: RecordType.ACCEPT, EVENT_CONNECT: RecordType.CONNECT,
                 _C["EVENT_UNACCEPTED"]: RecordType.UNACCEPTED,
                 _C["EVENT_CONNECT_FAILED"]: RecordType.CONNECT_FAILED,
-                EVENT_UDP_IN: RecordType.UDP, EVENT_UDP_OUT: RecordType.UDP}
+                EVENT_UDP_IN: RecordType.UDP, EVENT_UDP_OUT: RecordType.UDP,
+                EVENT_CLOSE: RecordType.CLOSE}
+# who ended a connection (struct close_event's closed_by)
+CLOSED_BY = {_C["CLOSED_BY_LOCAL"]: "local", _C["CLOSED_BY_PEER"]: "peer",
+             _C["CLOSED_BY_RESET"]: "reset"}
 # a UDP flow's direction: whether its first datagram was received or sent
 DIRECTION_BY_TYPE = {EVENT_UDP_IN: IN, EVENT_UDP_OUT: OUT}
 # what an operator calls the errors that end a connect's handshake
@@ -101,6 +106,24 @@ class RawEvent(ctypes.Structure):
 EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16sHH4xQQ")
 
 
+class RawClose(ctypes.Structure):
+    """Mirror of `struct close_event` in bpf/socktrace.h."""
+    _fields_ = [
+        ("conn", RawEvent),
+        ("start_ns", ctypes.c_uint64),
+        ("bytes_acked", ctypes.c_uint64),
+        ("bytes_received", ctypes.c_uint64),
+        ("retransmits", ctypes.c_uint32),
+        ("closed_by", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+# what struct close_event adds after its struct event: start_ns,
+# bytes_acked, bytes_received, retransmits, closed_by
+CLOSE_STRUCT = struct.Struct("=QQQIB3x")
+
+
 class RawCmdline(ctypes.Structure):
     """Mirror of `struct cmdline_event` in bpf/socktrace.h."""
     _fields_ = [
@@ -134,6 +157,12 @@ class Connection:
     v6only: bool | None     # the listener's IPV6_V6ONLY; None where it does not apply
     reason: str | None = None   # connect_failed only: failure_reason()
     direction: str | None = None   # udp only: in (first datagram received) or out
+    # close only (--lifetime): how long it lived, what it carried, who ended it
+    duration: float | None = None  # seconds since its accept/connect record
+    bytes_sent: int | None = None  # acknowledged by the peer
+    bytes_received: int | None = None
+    retransmits: int | None = None
+    closed_by: str | None = None   # local, peer (who sent the first FIN) or reset
 
     @property
     def time(self) -> datetime:
@@ -224,7 +253,7 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         raise ValueError(f"unknown event type {type_}")
     laddr, _ = address(saddr, family)
     raddr, mapped = address(daddr, family)
-    return _connection({
+    fields = {
         "kind": kind, "time_ns": ts_ns + wall_offset_ns,
         "sk": sk, "pid": pid, "tid": tid, "uid": uid,
         "comm": _comm(comm),
@@ -235,7 +264,14 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         "v6only": None if v6only == V6ONLY_UNKNOWN else bool(v6only),
         "reason": failure_reason(err) if kind is RecordType.CONNECT_FAILED else None,
         "direction": DIRECTION_BY_TYPE.get(type_),
-    })
+    }
+    if type_ == EVENT_CLOSE:
+        start_ns, acked, received, retransmits, closed_by = \
+            CLOSE_STRUCT.unpack_from(data, EVENT_STRUCT.size)
+        fields.update(duration=(ts_ns - start_ns) / 1e9, bytes_sent=acked,
+                      bytes_received=received, retransmits=retransmits,
+                      closed_by=CLOSED_BY.get(closed_by, str(closed_by)))
+    return _connection(fields)
 
 
 @lru_cache(maxsize=4096)

@@ -57,6 +57,7 @@ AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 RINGBUF_PAGES = 1024     # 4 MiB: ~32,000 events (128 bytes each with the ring's header)
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # each map's size: children between their clone and accept(), connects in flight
+LIVES_MAX = 65536        # open connections followed to their close (--lifetime; LRU)
 UDP_FLOWS_MAX = 65536    # UDP flows remembered (LRU): those older than --udp-idle are forgotten first
 # the cgroup programs of bpf/socktrace.bpf.c (UDP flows) and where each is attached
 UDP_PROGRAMS = (("socktrace_udp4_sendmsg", UDP4_SENDMSG), ("socktrace_udp6_sendmsg", UDP6_SENDMSG),
@@ -78,6 +79,7 @@ class KernelFilter:
     failed: bool = True      # report connects that fail (--no-failed: not)
     udp: bool = True         # follow UDP flows (-t: TCP only, no UDP hook attached)
     udp_idle: float = 60.0   # seconds without a datagram after which a flow is new again
+    lifetime: bool = False   # close records (--lifetime): the connections reported are kept
 
 
 class Probes:
@@ -336,6 +338,9 @@ class Loader:
         d["FILTER_PID"] = self.kfilter.pid or 0
         d["NO_FAILED"] = int(not self.kfilter.failed)
         d["PENDING_MAX"] = PENDING_MAX
+        if self.kfilter.lifetime:
+            d["LIFETIME"] = 1
+            d["LIVES_MAX"] = LIVES_MAX
         if self.kfilter.udp:
             d["TRACE_UDP"] = 1
             d["UDP_IDLE_NS"] = f"{int(self.kfilter.udp_idle * 1e9)}ULL"

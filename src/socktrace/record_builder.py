@@ -32,7 +32,7 @@ from .procinfo import NO_PROCESS, ProcessInfo
 from .records import ConnectionRecord, SummaryRecord, connection_record, dual_stack_record, owner, \
     record_like, summary_record
 from .snapshot import Snapshot
-from .vocabulary import UNACCEPTED, Drops, DualStackListeners, RecordType
+from .vocabulary import CLOSE, UNACCEPTED, Drops, DualStackListeners, RecordType
 
 CHUNK = 64
 ORIGINS_MAX = 65536
@@ -163,7 +163,7 @@ class RecordBuilder:
         counts = self.counts
         for r in records:
             counts[r["type"]] += 1
-            if r["mapped"]:
+            if r["mapped"] and r["type"] != CLOSE:   # a close is the end of one counted already
                 self.mapped += 1
         self.dual_stack.add(records)
 

@@ -17,8 +17,8 @@ from .advice import Advice
 from .events import Connection
 from .procinfo import ProcessInfo
 from .snapshot import Owner, Sock
-from .vocabulary import CONNECT, CONNECT_FAILED, TCP_PROTOCOL, UDP, UDP_PROTOCOL, Drops, \
-    DualStackListener, RecordType
+from .vocabulary import CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, TCP_PROTOCOL, UDP, \
+    UDP_PROTOCOL, Drops, DualStackListener, RecordType
 
 
 class OwnerRecord(TypedDict):
@@ -60,6 +60,11 @@ class ConnectionRecord(_Connection, total=False):
     direction: str             # udp only: in (its first datagram was received), out
     reason: str                # connect_failed only: refused, timeout, unreachable, reset, closed, or an errno name
     processes: List[OwnerRecord]   # unaccepted only: every owner of the listener
+    duration: float            # close only (--lifetime): seconds since its accept/connect
+    bytes_sent: int            # close only: acknowledged by the peer
+    bytes_received: int        # close only
+    retransmits: int           # close only: segments retransmitted
+    closed_by: str             # close only: local, peer (who sent the first FIN), reset
 
 
 class _SocketListener(TypedDict):
@@ -183,6 +188,12 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
     elif c.kind == UDP:
         rec["direction"] = c.direction
         rec["v6only"] = c.v6only
+    elif c.kind == CLOSE:
+        rec["duration"] = round(c.duration, 6)
+        rec["bytes_sent"] = c.bytes_sent
+        rec["bytes_received"] = c.bytes_received
+        rec["retransmits"] = c.retransmits
+        rec["closed_by"] = c.closed_by
     elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec
@@ -218,7 +229,8 @@ def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
                    dual_stack: list[DualStackRecord] | None = None) -> SummaryRecord:
     """The totals at exit: `events` counts every connection record
     (vocabulary.CONNECTION_TYPES), `mapped` those with a mapped peer."""
-    return {"type": RecordType.SUMMARY.value, "events": sum(by_type.values()), "mapped": mapped,
+    return {"type": RecordType.SUMMARY.value,
+            "events": sum(n for t, n in by_type.items() if t in CONNECTION_TYPES), "mapped": mapped,
             "lost": drops.lost, "unaccepted_untracked": drops.unaccepted_untracked,
             "by_type": by_type, "dual_stack": dual_stack or []}
 

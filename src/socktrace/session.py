@@ -45,6 +45,7 @@ class TraceOptions:
     filter: Filter = Filter()
     unaccepted_after: float = 1.0
     udp_idle: float = 60.0    # seconds without a datagram before a UDP flow is new again
+    lifetime: bool = False    # close records: each TCP connection's end (--lifetime)
     buffer: str = "auto"
     buffer_pages: Optional[int] = None
     output: Optional[str] = None
@@ -98,7 +99,8 @@ class BccKernel:
                                               next(iter(pids)) if len(pids) == 1 else None,
                                               failed=opts.failed,
                                               udp=opts.filter.protocol != "tcp",
-                                              udp_idle=opts.udp_idle),
+                                              udp_idle=opts.udp_idle,
+                                              lifetime=opts.lifetime),
                             tracefs=tracefs_root(), buffer=opts.buffer,
                             buffer_pages=opts.buffer_pages)
         except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:

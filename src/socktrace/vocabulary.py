@@ -23,6 +23,7 @@ class RecordType(str, Enum):
     UNACCEPTED = "unaccepted"           # handshake done, nobody accepted it (yet)
     CONNECT_FAILED = "connect_failed"   # a connect whose handshake never completed
     UDP = "udp"                         # a UDP flow's first datagram (`direction`: in, out)
+    CLOSE = "close"                     # a reported TCP connection ended (--lifetime)
     # one socket (records.SocketRecord)
     EXISTING = "existing"               # a mapped connection found when tracing began
     SOCKET = "socket"                   # a line of `socktrace snapshot`
@@ -49,6 +50,7 @@ THROUGH_LISTENER = frozenset((ACCEPT, UNACCEPTED))
 # received (in) or sent (out)
 TCP_PROTOCOL, UDP_PROTOCOL = "tcp", "udp"
 IN, OUT = "in", "out"
+CLOSE = RecordType.CLOSE.value
 
 
 def came_in(rec: Mapping[str, Any]) -> bool:

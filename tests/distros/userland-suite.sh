@@ -19,5 +19,5 @@ SOCKTRACE=/usr/local/bin/socktrace PYTHONDONTWRITEBYTECODE=1 \
     /opt/socktrace/bin/python -m pytest -p no:cacheprovider --color=no -o addopts="-ra --doctest-modules" \
     -m "not host_tools" tests/unit tests/kernel/test_live.py tests/kernel/test_modes.py \
     tests/kernel/test_outputs.py tests/kernel/test_lifecycle.py tests/kernel/test_kernel_btf.py \
-    tests/kernel/test_udp.py \
+    tests/kernel/test_udp.py tests/kernel/test_lifetime.py \
     --pyargs socktrace

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from socktrace.events import (Connection, ProcessArgs, ProcessGone, RawCmdline,
-                              RawEvent, decode, parse_defines)
+from socktrace.events import (CLOSE_STRUCT, EVENT_STRUCT, Connection, ProcessArgs, ProcessGone,
+                              RawClose, RawCmdline, RawEvent, decode, parse_defines)
 from socktrace.vocabulary import RecordType
 from socktrace.classify import address as format_addr
 from socktrace.kernel.sources import bpf_source_dir
@@ -17,7 +17,8 @@ from rawevents import _C, raw
 
 
 @pytest.mark.host_tools
-@pytest.mark.parametrize("mirror, struct", [(RawEvent, "event"), (RawCmdline, "cmdline_event")])
+@pytest.mark.parametrize("mirror, struct", [(RawEvent, "event"), (RawCmdline, "cmdline_event"),
+                                            (RawClose, "close_event")])
 def test_python_mirrors_match_the_c_structs(tmp_path, mirror, struct):
     """RawEvent and RawCmdline mirror socktrace.h: same size and offsets, as
     the C compiler lays them out."""
@@ -124,3 +125,21 @@ def test_event_struct_matches_raw_event():
     assert [fields[i] for i in scalars] == [getattr(e, RawEvent._fields_[i][0]) for i in scalars]
     names = [f for f, _ in RawEvent._fields_]
     assert fields[names.index("comm")].rstrip(b"\0") == b"nginx"
+
+
+def test_close_struct_matches_raw_close():
+    assert EVENT_STRUCT.size + CLOSE_STRUCT.size == ctypes.sizeof(RawClose)
+    assert RawClose.start_ns.offset == EVENT_STRUCT.size
+
+
+def test_decode_close():
+    """A connection's end: its accept event, then what it carried."""
+    c = RawClose()
+    ctypes.memmove(ctypes.addressof(c), raw(ts_ns=3_500_000_000), ctypes.sizeof(RawEvent))
+    c.conn.type = _C["EVENT_CLOSE"]
+    c.start_ns, c.bytes_acked, c.bytes_received = 1_000_000_000, 12345, 54321
+    c.retransmits, c.closed_by = 2, _C["CLOSED_BY_PEER"]
+    d = decode(bytes(c), 0)
+    assert (d.kind, d.duration, d.bytes_sent, d.bytes_received, d.retransmits, d.closed_by) == \
+        (RecordType.CLOSE, 2.5, 12345, 54321, 2, "peer")
+    assert (d.pid, d.comm, d.mapped, d.lport) == (31307, "java", True, 4243)

@@ -65,6 +65,7 @@ struct sock_common {
 	void *skc_net;
 	unsigned char skc_v6_daddr[16], skc_v6_rcv_saddr[16];
 	unsigned long long skc_cookie;
+	unsigned long skc_flags;
 };
 """
 # one struct sock filled: TCP, and its neighbours set so that they would
@@ -135,12 +136,14 @@ struct socket { void *sk; };
 struct mm_struct { unsigned long arg_start, arg_end; };
 struct bpf_sock_addr_kern { struct sock *sk; void *uaddr; };
 """
-INET = "struct inet_sock { struct sock sk; unsigned short inet_sport; };\n"
+INET = ("struct inet_sock { struct sock sk; unsigned short inet_sport; };\n"
+        "struct tcp_sock { struct inet_sock inet; unsigned long long bytes_received, bytes_acked;"
+        " unsigned int total_retrans, snd_una, write_seq; };\n")
 ACCEPT = """
 /* gcc describes only the types that something uses */
 struct net n; struct task_struct t; struct files_struct fs; struct fdtable ft;
 struct file f; struct socket so; struct mm_struct mm; struct inet_sock is;
-struct bpf_sock_addr_kern sa;
+struct bpf_sock_addr_kern sa; struct tcp_sock tp;
 struct sock *inet_csk_accept(struct sock *sk, int flags, int *err, _Bool kern) { return sk; }
 """
 # ... that kernel_read.h reads

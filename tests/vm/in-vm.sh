@@ -55,6 +55,7 @@ live() {  # the host's live-tracer tests, unchanged, on this kernel
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
     (cd /socktrace && $PY -m pytest -q --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
         tests/kernel/test_live.py tests/kernel/test_modes.py tests/kernel/test_lifecycle.py tests/kernel/test_udp.py \
+        tests/kernel/test_lifetime.py \
         tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener)
     rc=$?
     echo "SOCKTRACE-VM-END live rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"

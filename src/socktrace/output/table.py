@@ -18,13 +18,14 @@ from typing import TextIO
 
 from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
-from ..vocabulary import ACCEPT, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
+from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
 from .advice_text import advice_lines
 from .escape import escape
 from .names import pid_name
 from . import snapshot_text
 
-EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed"}
+EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed",
+                CLOSE: "close"}
 # a UDP flow's row names its direction: its first datagram received or sent
 UDP_LABELS = {IN: "udp in", OUT: "udp out"}
 _ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
@@ -42,6 +43,29 @@ def local_clock(utc_second: str) -> str:
     """
     utc = time.strptime(utc_second, "%Y-%m-%dT%H:%M:%S")
     return time.strftime("%H:%M:%S", time.localtime(calendar_timegm(utc)))
+
+
+def size(n: int) -> str:
+    """Bytes as ls -h shows them.
+
+    >>> size(512), size(1536), size(5 * 2**30)
+    ('512', '1.5K', '5.0G')
+    """
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n}" if not unit else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def close_detail(rec: ConnectionRecord) -> str:
+    """A close row's last column: lifetime, bytes sent/received, who closed.
+
+    >>> close_detail({"duration": 2.5, "bytes_sent": 1536, "bytes_received": 80, "closed_by": "peer"})
+    '2.50s 1.5K/80 peer'
+    """
+    return (f"{rec['duration']:.2f}s {size(rec['bytes_sent'])}/{size(rec['bytes_received'])} "
+            f"{rec['closed_by']}")
 
 
 def format_row(rec: ConnectionRecord) -> str:
@@ -71,6 +95,7 @@ def format_row(rec: ConnectionRecord) -> str:
         endpoint(rec["laddr"], rec["lport"]),
         endpoint(rec["raddr"], rec["rport"]),
         label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp"),
+        close_detail(rec) if rec["type"] == CLOSE else
         rec.get("reason") or ("-" if v6only is None else str(int(v6only))),
     ).rstrip()
 

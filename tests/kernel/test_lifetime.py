@@ -132,6 +132,37 @@ sys.stdin.read()
         server.wait()
 
 
+def test_close_records_in_the_table_and_not_in_the_connection_metrics(socktrace):
+    """The table's close row; /metrics counts the connection once, not its end."""
+    import re
+    from helpers import SOCKTRACE
+    from test_agreement import free_port, scrape
+    ls = listener(socket.AF_INET6)
+    port, mport = ls.getsockname()[1], free_port()
+    st = socktrace("--lifetime", "-P", str(port), "--metrics", f"127.0.0.1:{mport}")
+    table = subprocess.Popen([SOCKTRACE, "--lifetime", "-P", str(port), "--no-snapshot"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "Ctrl-C" not in table.stderr.readline():   # the skipped modes come first
+            assert table.poll() is None, table.stderr.read()
+        exchange(ls, "127.0.0.1", "server")
+        one(st, "close", lport=port)
+        one(st, "close", rport=port)
+        time.sleep(1)
+    finally:
+        table.send_signal(2)
+        out, _ = table.communicate(timeout=120)
+    rows = [line for line in out.splitlines() if line.split()[1:2] == ["close"]]
+    assert len(rows) == 2, out
+    assert any(re.search(rf"12\.1K/53\.0K peer$", r) for r in rows), rows
+    assert any(re.search(rf"53\.0K/12\.1K local$", r) for r in rows), rows
+    connections = {labels: v for (name, labels), v in scrape(mport).items()
+                   if name == "socktrace_connections_total"}
+    assert st.stop() == 0
+    assert sorted(dict(labels)["event"] for labels in connections) == ["accept", "connect"]
+    assert sum(connections.values()) == 2
+
+
 def test_without_lifetime_no_close_record(socktrace):
     ls = listener(socket.AF_INET6)
     port = ls.getsockname()[1]

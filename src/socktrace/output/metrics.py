@@ -36,7 +36,7 @@ from .. import __version__
 from ..classify import peer_family
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..snapshot import Snapshot
-from ..vocabulary import ACCEPT, IN, TCP_PROTOCOL, THROUGH_LISTENER, UDP, UDP_PROTOCOL
+from ..vocabulary import ACCEPT, CLOSE, IN, TCP_PROTOCOL, THROUGH_LISTENER, UDP, UDP_PROTOCOL
 
 MAX_COMMS = 100     # distinct process names with a series of their own
 MAX_PORTS = 200     # distinct listening ports, likewise
@@ -144,6 +144,8 @@ class MetricsSink:
                     lport = str(r["lport"])
                     dkey = (UDP_PROTOCOL, port_labels.get(lport) or port_labels.label(lport), comm)
                     dual[dkey] = dual.get(dkey, 0) + 1
+                continue
+            if kind == CLOSE:   # the end of a connection counted already (bytes: issue 20)
                 continue
             key = (kind, _FAMILY[r["sock_family"], r["mapped"]], comm)
             totals[key] = totals.get(key, 0) + 1

@@ -265,15 +265,15 @@ static __always_inline void connect_ended(void *ctx, const void *sk, bool establ
 	e = *stored;   /* a copy: the entry goes now */
 	connects.delete(&key);
 	read_sock(&e, sk);   /* the tracepoint mode saw the SYN before the local port */
+	/* CLOSE has given the local port back (inet_put_port() zeroes
+	 * skc_num); inet_sport still holds the one the SYN carried */
+	if (!e.sport)
+		e.sport = __builtin_bswap16(read_u16(sk, OFF_INET_SPORT));
 	if (established) {
 		submit(ctx, &e, sizeof(e));
 		track_life(sk, &e);
 		return;
 	}
-	/* CLOSE has given the local port back (inet_put_port() zeroes
-	 * skc_num); inet_sport still holds the one the SYN carried */
-	if (!e.sport)
-		e.sport = __builtin_bswap16(read_u16(sk, OFF_INET_SPORT));
 	report_failed(ctx, &e, read_u32(sk, OFF_SK_ERR));
 }
 
@@ -313,6 +313,19 @@ static __always_inline void track_unaccepted(const void *sk)
 	/* accept() may delete the keys meanwhile: an entry left here without
 	 * its `pending` key is ignored and goes at the socket's CLOSE */
 	queued.update(&key, &e);
+}
+
+/* `sk` left ESTABLISHED (or was never seen to reach it): a connect still
+ * kept in `connects` completed its handshake, but the kernel skipped this
+ * program at that transition.  It does so when the program is already
+ * running on the CPU (a softirq interrupting it for another socket:
+ * bpf_prog_inc_misses_counter() in kernel/trace/bpf_trace.c,
+ * __bpf_trace_run, counted in bpf_prog_info.recursion_misses); seen on
+ * loopback bursts under emulation, 3 connects in 2,000.  Report it now:
+ * its process and time were taken when the SYN went out. */
+static __always_inline void handshake_missed(void *ctx, const void *sk)
+{
+	connect_ended(ctx, sk, true);
 }
 
 /* The process holding `sk` closes it (ESTABLISHED -> FIN_WAIT1 or
@@ -402,6 +415,7 @@ static __always_inline void report_close(void *ctx, const void *sk, int oldstate
 	lives.delete(&key);
 	payload(&c, sk, oldstate);
 	c.start_ns = c.conn.ts_ns;
+	c.opened_by = c.conn.type;
 	c.conn.type = EVENT_CLOSE;
 	c.conn.ts_ns = bpf_ktime_get_ns();
 	c.retransmits = read_u32(sk, OFF_TCP_TOTAL_RETRANS);
@@ -429,12 +443,18 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		if (newstate == STATE_ESTABLISHED || newstate == STATE_CLOSE)
 			connect_ended(ctx, sk, newstate == STATE_ESTABLISHED);
 	} else if (newstate == STATE_CLOSE) {
+		if (oldstate != STATE_SYN_RECV)
+			handshake_missed(ctx, sk);
 		forget_child(sk);   /* and a connect that went SYN_SENT -> SYN_RECV */
 #ifdef LIFETIME
 		report_close(ctx, sk, oldstate);
 #endif
+	} else if (oldstate == STATE_ESTABLISHED && newstate == STATE_CLOSE_WAIT) {
+		handshake_missed(ctx, sk);   /* the peer's FIN */
 	} else if ((oldstate == STATE_ESTABLISHED && newstate == STATE_FIN_WAIT1) ||
 		   (oldstate == STATE_CLOSE_WAIT && newstate == STATE_LAST_ACK)) {
+		if (oldstate == STATE_ESTABLISHED)
+			handshake_missed(ctx, sk);
 		closing(ctx, (void *)sk);
 #ifdef PROBE_TRACEPOINT
 	} else if (newstate == STATE_SYN_SENT) {

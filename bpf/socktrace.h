@@ -96,7 +96,9 @@ struct close_event {
 	                          without the peer's FIN) */
 	__u32 retransmits;     /* tcp_sock.total_retrans: segments */
 	__u8  closed_by;       /* CLOSED_BY_* */
-	__u8  pad[3];
+	__u8  opened_by;       /* the type it was reported with: EVENT_ACCEPT or
+	                          EVENT_CONNECT (an accepted or a connected one) */
+	__u8  pad[2];
 };
 
 /* Index of the counters in the `stats` map.  Python knows each counter by

@@ -115,13 +115,14 @@ class RawClose(ctypes.Structure):
         ("bytes_received", ctypes.c_uint64),
         ("retransmits", ctypes.c_uint32),
         ("closed_by", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("opened_by", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
     ]
 
 
 # what struct close_event adds after its struct event: start_ns,
-# bytes_acked, bytes_received, retransmits, closed_by
-CLOSE_STRUCT = struct.Struct("=QQQIB3x")
+# bytes_acked, bytes_received, retransmits, closed_by, opened_by
+CLOSE_STRUCT = struct.Struct("=QQQIBB2x")
 
 
 class RawCmdline(ctypes.Structure):
@@ -163,6 +164,7 @@ class Connection:
     bytes_received: int | None = None
     retransmits: int | None = None
     closed_by: str | None = None   # local, peer (who sent the first FIN) or reset
+    opened_by: str | None = None   # the record that began it: accept or connect
 
     @property
     def time(self) -> datetime:
@@ -266,11 +268,12 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         "direction": DIRECTION_BY_TYPE.get(type_),
     }
     if type_ == EVENT_CLOSE:
-        start_ns, acked, received, retransmits, closed_by = \
+        start_ns, acked, received, retransmits, closed_by, opened_by = \
             CLOSE_STRUCT.unpack_from(data, EVENT_STRUCT.size)
         fields.update(duration=(ts_ns - start_ns) / 1e9, bytes_sent=acked,
                       bytes_received=received, retransmits=retransmits,
-                      closed_by=CLOSED_BY.get(closed_by, str(closed_by)))
+                      closed_by=CLOSED_BY.get(closed_by, str(closed_by)),
+                      opened_by=KIND_BY_TYPE[opened_by].value)
     return _connection(fields)
 
 

@@ -39,6 +39,7 @@ from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
 from .kernel.cgroup_bpf import UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, UDP6_SENDMSG, \
     CgroupError, CgroupLinks
+from .kernel.bpf_syscall import recursion_misses
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
 from .events import stat_index
@@ -138,10 +139,11 @@ class Probes:
         the `stats` map (events.stat_index), the perf buffer's losses added."""
         stats = self._bpf["stats"]
         counts = {f.name: sum(stats[ctypes.c_int(stat_index(f.name))])
-                  for f in dataclasses.fields(Drops)}
+                  for f in dataclasses.fields(Drops) if f.name != "missed_runs"}
         if isinstance(self._events, _PerfEvents):
             counts["lost"] += self._events.lost
-        return Drops(**counts)
+        return Drops(**counts, missed_runs=sum(
+            recursion_misses(f.fd) for f in self._bpf.funcs.values()))
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""

@@ -65,6 +65,7 @@ class ConnectionRecord(_Connection, total=False):
     bytes_received: int        # close only
     retransmits: int           # close only: segments retransmitted
     closed_by: str             # close only: local, peer (who sent the first FIN), reset
+    opened_by: str             # close only: accept or connect, the record that began it
 
 
 class _SocketListener(TypedDict):
@@ -109,6 +110,7 @@ class LostRecord(TypedDict):
     type: str
     lost: int
     unaccepted_untracked: int
+    missed_runs: int
 
 
 class DualStackRecord(TypedDict):
@@ -132,6 +134,7 @@ class SummaryRecord(TypedDict):
     mapped: int
     lost: int
     unaccepted_untracked: int
+    missed_runs: int
     by_type: Dict[str, int]
     dual_stack: List[DualStackRecord]
 
@@ -194,6 +197,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         rec["bytes_received"] = c.bytes_received
         rec["retransmits"] = c.retransmits
         rec["closed_by"] = c.closed_by
+        rec["opened_by"] = c.opened_by
     elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec
@@ -222,7 +226,7 @@ def ready_record(probe: str, skipped: list[tuple[str, str]], offsets_from: str,
 
 def lost_record(drops: Drops) -> LostRecord:
     return {"type": RecordType.LOST.value, "lost": drops.lost,
-            "unaccepted_untracked": drops.unaccepted_untracked}
+            "unaccepted_untracked": drops.unaccepted_untracked, "missed_runs": drops.missed_runs}
 
 
 def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
@@ -232,7 +236,7 @@ def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
     return {"type": RecordType.SUMMARY.value,
             "events": sum(n for t, n in by_type.items() if t in CONNECTION_TYPES), "mapped": mapped,
             "lost": drops.lost, "unaccepted_untracked": drops.unaccepted_untracked,
-            "by_type": by_type, "dual_stack": dual_stack or []}
+            "missed_runs": drops.missed_runs, "by_type": by_type, "dual_stack": dual_stack or []}
 
 
 def dual_stack_record(d: DualStackListener, advice: Advice) -> DualStackRecord:

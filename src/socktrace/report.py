@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from .advice import advise
 from .classify import peer_family
-from .vocabulary import CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, DualStackListener, \
-    DualStackListeners, RecordType, process_name
+from .vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, \
+    DualStackListener, DualStackListeners, RecordType, process_name
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 
@@ -54,6 +55,52 @@ def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any
                     yield rec
 
 
+def percentile(sorted_values: list[float], p: int) -> float:
+    """The p-th percentile of ascending values, interpolated as
+    statistics.quantiles(method="inclusive") does (numpy's default).
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50), percentile([1.0, 2.0, 3.0, 4.0], 95), percentile([7.0], 95)
+    (2.5, 3.85, 7.0)
+    """
+    if len(sorted_values) == 1:   # quantiles() wants two before Python 3.13
+        return sorted_values[0]
+    if p == 50:
+        return statistics.median(sorted_values)
+    return statistics.quantiles(sorted_values, n=100, method="inclusive")[p - 1]
+
+
+@dataclass
+class Traffic:
+    """What the ended connections of one peer family carried, from their
+    `close` records (socktrace --lifetime): how many, the payload each
+    way, how long they lived."""
+    connections: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    durations: list = field(default_factory=list)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.connections += 1
+        self.bytes_sent += rec["bytes_sent"]
+        self.bytes_received += rec["bytes_received"]
+        self.durations.append(rec["duration"])
+
+    def to_json(self) -> dict[str, Any]:
+        """{"connections": 2, "bytes_sent": …, "bytes_received": …,
+        "lifetime_median": seconds, "lifetime_p95": seconds}"""
+        d = sorted(self.durations)
+        return {"connections": self.connections, "bytes_sent": self.bytes_sent,
+                "bytes_received": self.bytes_received,
+                "lifetime_median": round(percentile(d, 50), 6),
+                "lifetime_p95": round(percentile(d, 95), 6)}
+
+
+def add_traffic(by_family: dict[str, Traffic], rec: dict[str, Any]) -> None:
+    """Count a close record in its peer family's Traffic."""
+    proto = peer_family(rec["sock_family"], rec["mapped"])
+    by_family.setdefault(proto, Traffic()).add(rec)
+
+
 @dataclass
 class Process:
     pid: int | None
@@ -61,6 +108,7 @@ class Process:
     cmdline: str | None
     by_type: Counter = field(default_factory=Counter)
     by_protocol: Counter = field(default_factory=Counter)
+    traffic: dict = field(default_factory=dict)   # peer family -> Traffic
     first: str = ""
     last: str = ""
 
@@ -77,6 +125,9 @@ class Report:
     by_protocol: Counter = field(default_factory=Counter)
     # (pid, comm, cmdline, raddr, rport, protocol, reason) -> failed connects
     failed: Counter = field(default_factory=Counter)
+    closes: int = 0     # close records: none in a log written without --lifetime
+    # DualStackListeners.key_of an accepted connection -> peer family -> Traffic
+    listener_traffic: dict = field(default_factory=dict)
     lost: int = 0
     unwritten: int = 0
     first: str = ""
@@ -104,6 +155,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
             r.lost += rec.get("lost", 0)
         elif kind == RecordType.UNWRITTEN:
             r.unwritten += rec.get("records", 0)
+        if kind == CLOSE:
+            _closed(r, rec)
         if kind not in CONNECTION_TYPES:
             continue
         r.by_type[kind] += 1
@@ -133,6 +186,24 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
     return r
 
 
+def _closed(r: Report, rec: dict[str, Any]) -> None:
+    """A connection's end: what it carried, for its process and, if it came
+    in through a dual-stack listener, for that listener."""
+    r.closes += 1
+    who = (rec["pid"], process_name(rec), rec.get("cmdline"))
+    add_traffic(r.processes.setdefault(who, Process(*who)).traffic, rec)
+    if rec.get("opened_by") == ACCEPT and rec["sock_family"] == "AF_INET6":
+        add_traffic(r.listener_traffic.setdefault(DualStackListeners.key_of(rec), {}), rec)
+
+
+def traffic_json(r: Report, by_family: dict[str, Traffic]) -> dict[str, Any] | None:
+    """Traffic by peer family; None where the log has no close record at
+    all (written without --lifetime): unknown, not zero."""
+    if not r.closes:
+        return None
+    return {proto: t.to_json() for proto, t in sorted(by_family.items())}
+
+
 def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
     return {
         "records": r.records, "first": r.first or None, "last": r.last or None,
@@ -140,15 +211,18 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
         "udp_flows": sum(r.udp_by_protocol.values()), "udp_by_protocol": dict(r.udp_by_protocol),
         "lost": r.lost,
         "unwritten": r.unwritten,
+        "lifetime": bool(r.closes),   # close records (--lifetime): traffic below
         "processes": [
             {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "by_type": dict(p.by_type),
-             "by_protocol": dict(p.by_protocol), "first": p.first, "last": p.last}
+             "by_protocol": dict(p.by_protocol), "traffic": traffic_json(r, p.traffic),
+             "first": p.first, "last": p.last}
             for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
         "dual_stack_listeners": [
             {"protocol": l.protocol, "pid": l.pid, "pids": l.pids, "comm": l.process,
              "cmdline": l.cmdline, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
+             "traffic": traffic_json(r, r.listener_traffic.get(l.key, {})),
              "first": l.first, "last": l.last, "advice": advice(l)}
             for l in r.dual_stack.serving_ipv4()],
         "mapped_clients": [

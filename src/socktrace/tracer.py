@@ -61,7 +61,7 @@ class Tracer:
 
     def check_lost(self) -> Drops:
         drops = self.probes.drops()
-        if drops != self._reported_drops:
+        if drops.losses() != self._reported_drops.losses():
             self._reported_drops = drops
             self.sink.lost(lost_record(drops))
         return drops

@@ -5,6 +5,7 @@ peer, reset), and the process that accepted it even when the close
 happens in softirq context.  Without --lifetime nothing changes.
 """
 
+import os
 import socket
 import struct
 import subprocess
@@ -72,6 +73,7 @@ def test_exact_payload_and_lifetime_each_family(socktrace, family, host, v6only,
     for r in (server, client):
         assert LIVED <= r["duration"] < LIVED + 5, r
         assert r["protocol"] == "tcp" and r["retransmits"] == 0
+    assert (server["opened_by"], client["opened_by"]) == ("accept", "connect")
     assert server["mapped"] is (sock == "MAPPED")
     assert server["sock_family"] == ("AF_INET" if sock == "AF_INET" else "AF_INET6")
     # the client closed first: its FIN went first
@@ -173,3 +175,37 @@ def test_without_lifetime_no_close_record(socktrace):
     assert st.stop() == 0
     assert not [r for r in st.records if r["type"] == "close"]
     assert "close" not in st.records[-1]["by_type"]
+
+
+def test_report_gives_each_listeners_traffic_by_family(socktrace, tmp_path):
+    """`socktrace report` on a --lifetime log: the dual-stack listener's
+    exact payload each way, per family, and its lifetimes."""
+    import json
+    from helpers import SOCKTRACE
+    ls = listener(socket.AF_INET6)
+    port = ls.getsockname()[1]
+    log = tmp_path / "trace.jsonl"
+    st = socktrace("--lifetime", "-P", str(port), "-o", str(log))
+    ports = [exchange(ls, host) for host in ("127.0.0.1", "127.0.0.1", "::1")]
+    for p in ports:
+        one(st, "close", lport=port, rport=p)
+    assert st.stop() == 0
+    report = json.loads(subprocess.run([SOCKTRACE, "report", "--json", str(log)], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert report["lifetime"] is True
+    [lst] = [l for l in report["dual_stack_listeners"] if l["port"] == port]
+    traffic = lst["traffic"]
+    assert sorted(traffic) == ["ipv6", "mapped"]
+    assert {k: traffic["mapped"][k] for k in ("connections", "bytes_sent", "bytes_received")} == \
+        {"connections": 2, "bytes_sent": 2 * BACK, "bytes_received": 2 * OUT}
+    assert {k: traffic["ipv6"][k] for k in ("connections", "bytes_sent", "bytes_received")} == \
+        {"connections": 1, "bytes_sent": BACK, "bytes_received": OUT}
+    for t in traffic.values():
+        assert LIVED <= t["lifetime_median"] <= t["lifetime_p95"] < LIVED + 5
+    # by process: this test is both ends, its connects from AF_INET
+    # sockets (ipv4) and one AF_INET6 (ipv6: both ends of that one)
+    [me] = [p for p in report["processes"] if p["pid"] == os.getpid()]
+    assert {f: (t["connections"], t["bytes_sent"], t["bytes_received"])
+            for f, t in me["traffic"].items()} == {
+        "ipv4": (2, 2 * OUT, 2 * BACK), "mapped": (2, 2 * BACK, 2 * OUT),
+        "ipv6": (2, OUT + BACK, OUT + BACK)}

@@ -105,7 +105,9 @@ def test_burst_of_2000_connections_each_reported_once(socktrace, peer):
     accepts = [r for r in recs if r["type"] == "accept" and r["lport"] == port]
     connects = [r for r in recs if r["type"] == "connect" and r["rport"] == port]
     assert Counter(r["rport"] for r in accepts) == ports        # each connection once
-    assert Counter(r["lport"] for r in connects) == ports
+    # a handshake whose transition the kernel skipped (missed_runs) is
+    # reported at the socket's next one: the close
+    assert Counter(r["lport"] for r in connects) == ports, recs[-1]
     assert {r["pid"] for r in accepts} == {server.pid}
     assert {r["pid"] for r in connects} == {client.pid}
     assert all(r["mapped"] and r["v6only"] is False for r in accepts)

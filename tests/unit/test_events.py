@@ -138,8 +138,8 @@ def test_decode_close():
     ctypes.memmove(ctypes.addressof(c), raw(ts_ns=3_500_000_000), ctypes.sizeof(RawEvent))
     c.conn.type = _C["EVENT_CLOSE"]
     c.start_ns, c.bytes_acked, c.bytes_received = 1_000_000_000, 12345, 54321
-    c.retransmits, c.closed_by = 2, _C["CLOSED_BY_PEER"]
+    c.retransmits, c.closed_by, c.opened_by = 2, _C["CLOSED_BY_PEER"], _C["EVENT_ACCEPT"]
     d = decode(bytes(c), 0)
-    assert (d.kind, d.duration, d.bytes_sent, d.bytes_received, d.retransmits, d.closed_by) == \
-        (RecordType.CLOSE, 2.5, 12345, 54321, 2, "peer")
+    assert (d.kind, d.duration, d.bytes_sent, d.bytes_received, d.retransmits, d.closed_by,
+            d.opened_by) == (RecordType.CLOSE, 2.5, 12345, 54321, 2, "peer", "accept")
     assert (d.pid, d.comm, d.mapped, d.lport) == (31307, "java", True, 4243)

@@ -23,6 +23,7 @@ class FakeBPF:
 
     def __init__(self):
         self.tables = {"pending": {}, "queued": {}, "stats": PerCpu()}
+        self.funcs = {}   # no program loaded: none skipped
 
     def __getitem__(self, name):
         return self.tables[name]

@@ -92,8 +92,9 @@ def test_json_report():
         (7, "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z", {"mapped": 4, "ipv6": 1, "ipv4": 2}, 2, 3)
     assert j["processes"][0] == {
         "pid": 10, "comm": "java", "cmdline": "java -jar backup.jar", "by_type": {"accept": 3},
-        "by_protocol": {"mapped": 2, "ipv6": 1}, "first": "2026-11-23T10:00:00Z",
+        "by_protocol": {"mapped": 2, "ipv6": 1}, "traffic": None, "first": "2026-11-23T10:00:00Z",
         "last": "2026-11-23T10:05:00Z"}
+    assert j["lifetime"] is False and j["dual_stack_listeners"][0]["traffic"] is None
     java = j["dual_stack_listeners"][0]
     assert (java["pid"], java["comm"], java["ipv4_mapped"], java["ipv6"]) == (10, "java", 2, 1)
     assert (java["advice"]["app"], java["advice"]["change"]) == ("java", "-Djava.net.preferIPv4Stack=true")
@@ -136,3 +137,56 @@ def test_forked_workers_are_one_listener():
     assert (lst["pid"], lst["pids"], lst["comm"], lst["port"], lst["ipv4_mapped"]) == \
         (100, [100, 101, 102], "python3", 8000, 7)
     assert "pids 100,101,102 python3, port 8000: 7 IPv4 (MAPPED)" in format_report(summarize(recs), [])
+
+
+def close(opened_by="accept", duration=1.0, sent=100, received=10, **kw):
+    """The close record (--lifetime) of a connection conn(**kw) reported."""
+    return {**conn("close", **kw), "opened_by": opened_by, "duration": duration,
+            "bytes_sent": sent, "bytes_received": received, "retransmits": 0, "closed_by": "peer"}
+
+
+# java's dual-stack listener: 4 IPv4 connections (mapped) and one IPv6
+# that ended; curl's IPv4 connect; one java connection never ended
+LIFETIME = RECORDS + [
+    close(duration=d, sent=1000 * n, received=n, rport=50000 + n)
+    for n, d in enumerate([0.5, 1.0, 2.0, 10.0], 1)
+] + [
+    close(mapped=False, raddr="2001:db8::5", duration=3.0, sent=7, received=8),
+    close("connect", pid=20, comm="curl", cmdline="curl http://x", fam="AF_INET", mapped=False,
+          lport=40000, raddr="10.0.0.12", rport=4243, duration=0.25, sent=80, received=1500),
+]
+
+
+def test_traffic_per_listener_and_process():
+    r = summarize(LIFETIME)
+    j = to_json(r, [])
+    assert j["lifetime"] is True
+    java = j["dual_stack_listeners"][0]
+    # bytes each way, exactly; the lifetimes' median and 95th percentile
+    # (inclusive interpolation: 2.0 + 0.85 * (10.0 - 2.0) = 8.8)
+    assert java["traffic"] == {
+        "mapped": {"connections": 4, "bytes_sent": 10000, "bytes_received": 10,
+                   "lifetime_median": 1.5, "lifetime_p95": 8.8},
+        "ipv6": {"connections": 1, "bytes_sent": 7, "bytes_received": 8,
+                 "lifetime_median": 3.0, "lifetime_p95": 3.0}}
+    procs = {p["comm"]: p for p in j["processes"]}
+    assert procs["java"]["traffic"] == java["traffic"]
+    assert procs["curl"]["traffic"] == {"ipv4": {
+        "connections": 1, "bytes_sent": 80, "bytes_received": 1500,
+        "lifetime_median": 0.25, "lifetime_p95": 0.25}}
+    assert procs["sshd"]["traffic"] == {}     # nothing of it ended
+    # a close is the end of a connection counted already
+    assert (j["records"], j["by_type"]) == (7, {"accept": 5, "connect": 2, "connect_failed": 2})
+    text = format_report(r, [])
+    assert ("    traffic: IPv4 (MAPPED): 4 ended, 9.8K sent, 10 received, lifetime median 1.50s, "
+            "p95 8.80s; IPv6: 1 ended, 7 sent, 8 received, lifetime median 3.00s, p95 3.00s") in text
+    assert "Traffic of ended connections (6), by process and peer family" in text
+    assert "curl             IPv4               1      80     1.5K    0.25s    0.25s" in text
+    assert "no close records" not in text
+
+
+def test_a_log_without_lifetime_says_what_is_missing():
+    text = format_report(summarize(RECORDS), [])
+    assert "No bytes or lifetimes: this log has no close records (socktrace --lifetime writes them)." \
+        in text
+    assert "traffic:" not in text and "Traffic of ended" not in text

@@ -119,7 +119,7 @@ def test_a_run_from_ready_to_summary(tmp_path):
     summary = sink.calls[-1][1]
     dual_stack = summary.pop("dual_stack")
     assert summary == {"type": "summary", "events": 5, "mapped": 5, "lost": 0,
-                       "unaccepted_untracked": 0, "by_type": {"accept": 4, "unaccepted": 1}}
+                       "unaccepted_untracked": 0, "missed_runs": 0, "by_type": {"accept": 4, "unaccepted": 1}}
     # the JVM's listener with the JVM's fix (its /proc says it is no Go
     # program), and the queued connection's, whose owner is unknown
     assert [(d["pid"], d["process"], d["port"], d["mapped"], d["advice"]["app"])
@@ -149,7 +149,15 @@ def test_lost_events_reported_once_per_change(tmp_path):
     probes.counters = Drops(lost=7)
     tracer.check_lost()
     tracer.check_lost()
-    assert sink.calls == [("lost", {"type": "lost", "lost": 7, "unaccepted_untracked": 0})]
+    assert sink.calls == [("lost", {"type": "lost", "lost": 7, "unaccepted_untracked": 0,
+                                     "missed_runs": 0})]
+    probes.counters = Drops(lost=7, missed_runs=3)   # skipped runs lose nothing by themselves
+    tracer.check_lost()
+    assert len(sink.calls) == 1
+    probes.counters = Drops(lost=8, missed_runs=3)
+    tracer.check_lost()
+    assert sink.calls[-1] == ("lost", {"type": "lost", "lost": 8, "unaccepted_untracked": 0,
+                                       "missed_runs": 3})
 
 
 def test_tee_gives_every_sink_every_record_in_order(tmp_path):

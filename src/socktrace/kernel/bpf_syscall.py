@@ -21,7 +21,7 @@ import resource
 # arch/*/include/generated/uapi/asm/unistd_64.h
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
 # include/uapi/linux/bpf.h, enum bpf_cmd
-BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 5, 17, 28
+BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 5, 15, 17, 28
 RETRIES = 5
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,3 +74,27 @@ def _unlimit_memlock() -> bool:
     except (ValueError, OSError):   # not allowed (no CAP_SYS_RESOURCE): the EPERM stands
         return False
     return True
+
+
+class _InfoAttr(ctypes.Structure):
+    """union bpf_attr for BPF_OBJ_GET_INFO_BY_FD."""
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
+
+
+# struct bpf_prog_info (include/uapi/linux/bpf.h), read up to and with
+# recursion_misses (Linux 5.12).  An older kernel fills what it has and
+# leaves the rest zero (bpf_check_uarg_tail_zero accepts a longer struct).
+_PROG_INFO_SIZE = 216
+_RECURSION_MISSES = 208
+
+
+def recursion_misses(prog_fd: int) -> int:
+    """How many times the kernel skipped the program `prog_fd` because it
+    was already running on that CPU (bpf_prog_info.recursion_misses:
+    counted since Linux 5.12; 0 before, where nothing is skipped either on
+    the tracepoints socktrace uses)."""
+    info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    attr = _InfoAttr(bpf_fd=prog_fd, info_len=_PROG_INFO_SIZE, info=ctypes.addressof(info))
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return int.from_bytes(info.raw[_RECURSION_MISSES:_RECURSION_MISSES + 8], "little")

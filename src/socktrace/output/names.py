@@ -1,4 +1,4 @@
-"""How the text outputs name processes: one form for the table's summary
+"""How the text outputs name processes and sizes: one form for the table
 and the report."""
 
 from __future__ import annotations
@@ -27,3 +27,16 @@ def pid_name(pids: Sequence[Optional[int]], name: Optional[str]) -> str:
     ('500,501/nginx', '?/?')
     """
     return f"{pid_list(pids)}/{escape(name or '?')}"
+
+
+def size(n: int) -> str:
+    """Bytes as ls -h shows them.
+
+    >>> size(512), size(1536), size(5 * 2**30)
+    ('512', '1.5K', '5.0G')
+    """
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n}" if not unit else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from ..report import BadLine, Report, advice
+from ..report import BadLine, Report, Traffic, advice
 from ..classify import endpoint
 from ..vocabulary import ACCEPT, CONNECT, UDP, UNACCEPTED
 from .advice_text import advice_lines
 from .escape import escape
-from .names import pid_list
+from .names import pid_list, size
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
                   "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
+FAMILY_SHORT = {"mapped": "IPv4 (MAPPED)", "ipv4": "IPv4", "ipv6": "IPv6"}
 UDP_PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: udp6)",
                       "ipv4": "plain IPv4 (udp)", "ipv6": "native IPv6 (udp6)"}
 
@@ -26,6 +27,27 @@ def _who(pid, comm) -> str:
 def _port(protocol: str, port: int) -> str:
     """'port 8080' for TCP, as before UDP; 'udp port 53' for UDP."""
     return f"port {port}" if protocol == "tcp" else f"{protocol} port {port}"
+
+
+def _lifetimes(t: Traffic) -> str:
+    j = t.to_json()
+    return f"lifetime median {j['lifetime_median']:.2f}s, p95 {j['lifetime_p95']:.2f}s"
+
+
+def _traffic(by_family: dict[str, Traffic]) -> str:
+    """One listener's ended connections, most bytes first.
+
+    >>> t = Traffic(); t.add({"bytes_sent": 1536, "bytes_received": 80, "duration": 2.5})
+    >>> _traffic({"mapped": t})
+    'IPv4 (MAPPED): 1 ended, 1.5K sent, 80 received, lifetime median 2.50s, p95 2.50s'
+    """
+    return "; ".join(
+        f"{FAMILY_SHORT[p]}: {t.connections} ended, {size(t.bytes_sent)} sent, "
+        f"{size(t.bytes_received)} received, {_lifetimes(t)}" for p, t in _most_bytes(by_family))
+
+
+def _most_bytes(by_family: dict[str, Traffic]) -> list[tuple[str, Traffic]]:
+    return sorted(by_family.items(), key=lambda pt: -(pt[1].bytes_sent + pt[1].bytes_received))
 
 
 def _who_all(pids, comm) -> str:
@@ -49,6 +71,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         add(f"  WARNING: {r.unwritten} records could not be written (disk full)")
     if bad:
         add(f"  WARNING: {len(bad)} lines skipped (see stderr)")
+    if not r.closes:
+        add("  No bytes or lifetimes: this log has no close records (socktrace --lifetime writes them).")
 
     add("")
     listeners = r.dual_stack.serving_ipv4()
@@ -61,6 +85,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
                 f"(MAPPED), {l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
+            if l.key in r.listener_traffic:
+                add(f"    traffic: {_traffic(r.listener_traffic[l.key])}")
             out += advice_lines(advice(l), "    ")
     else:
         add("No dual-stack listener served IPv4 peers through mapped addresses.")
@@ -90,6 +116,20 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
 
     if len(procs) > top:
         add(f"  ... {len(procs) - top} more (--top)")
+
+    if r.closes:
+        busiest = sorted((p for p in procs if p.traffic), key=lambda p: -sum(
+            t.bytes_sent + t.bytes_received for t in p.traffic.values()))
+        add("")
+        add(f"Traffic of ended connections ({r.closes}), by process and peer family, most bytes first:")
+        add(f"  {'PID':>7} {'COMM':<16} {'FAMILY':<13} {'ENDED':>6} {'SENT':>7} {'RECEIVED':>8} "
+            f"{'MEDIAN':>8} {'P95':>8}")
+        for p in busiest[:top]:
+            for proto, t in _most_bytes(p.traffic):
+                j = t.to_json()
+                add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
+                    f"{FAMILY_SHORT[proto]:<13} {t.connections:>6} {size(t.bytes_sent):>7} "
+                    f"{size(t.bytes_received):>8} {j['lifetime_median']:>7.2f}s {j['lifetime_p95']:>7.2f}s")
 
     if r.failed:
         add("")

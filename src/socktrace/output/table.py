@@ -21,7 +21,7 @@ from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, S
 from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
 from .advice_text import advice_lines
 from .escape import escape
-from .names import pid_name
+from .names import pid_name, size
 from . import snapshot_text
 
 EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed",
@@ -43,19 +43,6 @@ def local_clock(utc_second: str) -> str:
     """
     utc = time.strptime(utc_second, "%Y-%m-%dT%H:%M:%S")
     return time.strftime("%H:%M:%S", time.localtime(calendar_timegm(utc)))
-
-
-def size(n: int) -> str:
-    """Bytes as ls -h shows them.
-
-    >>> size(512), size(1536), size(5 * 2**30)
-    ('512', '1.5K', '5.0G')
-    """
-    for unit in ("", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n}" if not unit else f"{n:.1f}{unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def close_detail(rec: ConnectionRecord) -> str:
@@ -139,7 +126,9 @@ class TableSink:
         counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
         n = rec["events"]
         self.err.write(f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
-                       f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost\n")
+                       f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost"
+                       + (f", {rec['missed_runs']} program runs skipped by the kernel"
+                          if rec["missed_runs"] else "") + "\n")
         for seen in rec["dual_stack"]:
             self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])} served "
                            f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "

@@ -53,6 +53,10 @@ COMPARE = os.environ.get("BENCH_COMPARE")
 # as Prometheus would (BENCH_METRICS=0: not run)
 METRICS = os.environ.get("BENCH_METRICS", "1") == "1"
 METRICS_PORT = 19464
+# "socktrace-MODE+lifetime": the same with --lifetime, a close record for
+# every connection's end, both ends (BENCH_LIFETIME=0: not run)
+LIFETIME = os.environ.get("BENCH_LIFETIME", "1") == "1"
+EXTRA_OPTIONS = {"": [], "metrics": ["--metrics", str(METRICS_PORT)], "lifetime": ["--lifetime"]}
 
 BPFTRACE_SCRIPT = r"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->newstate == 2/
@@ -141,6 +145,7 @@ class Tracer:
                      for part in (BCC_TOOLS if name == "bcc" else ["log"])}
         self.procs: list[subprocess.Popen] = []
         self.scrapes = 0
+        self.closes = 0     # close records (+lifetime), of nginx's and ab's ends
 
     def _spawn(self, args, log: Path, stdout_to_log: bool = False) -> subprocess.Popen:
         log.unlink(missing_ok=True)
@@ -154,12 +159,11 @@ class Tracer:
         log = self.logs.get("log")
         if self.name.startswith("socktrace"):
             mode, _, other = self.name.split("-", 1)[1].partition("@")
-            mode, _, metrics = mode.partition("+")
+            mode, _, extra = mode.partition("+")
             p = self._spawn([COMPARE if other else SOCKTRACE, "--probe", mode, "-q", "--no-snapshot",
-                             "-o", str(log)] + (["--metrics", str(METRICS_PORT)] if metrics else []),
-                            log)
+                             "-o", str(log)] + EXTRA_OPTIONS[extra], log)
             wait_for(log, '"type":"ready"', p, timeout=600)
-            if metrics:
+            if extra == "metrics":
                 self.scraper = threading.Thread(target=self._scrape, daemon=True)
                 self.scraper.start()
         elif self.name == "bpftrace":
@@ -211,6 +215,10 @@ class Tracer:
         text = self.logs["log"].read_text(errors="replace")
         if self.name.startswith("socktrace"):
             lines = text.splitlines()
+            self.closes = sum(1 for line in lines if '"type":"close"' in line and (
+                f'"lport":{PORT},' in line or f'"rport":{PORT},' in line and '"comm":"ab"' in line))
+            summary = json.loads(lines[-1])
+            self.lost = summary["lost"] if summary.get("type") == "summary" else None
             return (sum(1 for line in lines if '"type":"accept"' in line and f'"lport":{PORT},' in line),
                     sum(1 for line in lines if '"type":"connect"' in line and f'"rport":{PORT}' in line
                         and '"comm":"ab"' in line))
@@ -259,6 +267,7 @@ def main() -> None:
     modes = modes_that_run()
     kinds = ["baseline"] + [f"socktrace-{m}" for m in modes] + \
         ([f"socktrace-{modes[0]}+metrics"] if METRICS else []) + \
+        ([f"socktrace-{modes[0]}+lifetime"] if LIFETIME else []) + \
         ([f"socktrace-{modes[0]}@compare"] if COMPARE else []) + ["bpftrace"] + \
         (["bcc"] if bcc_tools_run() else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -280,6 +289,10 @@ def main() -> None:
                     row["accepts_reported"], row["connects_reported"] = tracer.stop()
                     if "+metrics" in kind:
                         row["scrapes"] = tracer.scrapes
+                    if "+lifetime" in kind:   # each connection's end, both sides: 2 per connection
+                        row["closes_reported"] = tracer.closes
+                    if kind.startswith("socktrace"):
+                        row["lost"] = tracer.lost
                 results[kind].append(row)
                 print(f"round {r + 1} {kind}: {row}", flush=True)
     finally:
@@ -313,8 +326,11 @@ def main() -> None:
         else:
             lo, hi = m["ratio_range"]
             label = "bcc tcpaccept + tcpconnect" if kind == "bcc" else kind
+            closes = (f"; closes {m['closes_reported']:.0f} of {2 * m['connections']:.0f}"
+                      if "closes_reported" in m else "")
             lines.append(f"| {label} | {m['rps']:.0f} | {m['ratio_to_baseline']:.2f} ({lo:.2f}-{hi:.2f}) | "
-                         f"{m['accepts_reported']:.0f} / {m['connects_reported']:.0f}, of {m['connections']:.0f} | "
+                         f"{m['accepts_reported']:.0f} / {m['connects_reported']:.0f}, of {m['connections']:.0f}"
+                         f"{closes} | "
                          f"{m['cpu_s_per_1000']:.3f} | "
                          f"{m['start_to_ready_s']:.2f} s | {m['rss_mb']:.0f} MB |")
     lines += ["", f"Start -> ready of `sudo socktrace` (--probe auto, which first asks the kernel "

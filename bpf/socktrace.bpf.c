@@ -64,11 +64,18 @@ BPF_HASH(pending, u64, u64, PENDING_MAX);
  * entry that accept() on another CPU may delete (and the kernel reuse): an
  * entry here counts only while `pending` holds its key. */
 BPF_TABLE("lru_hash", u64, struct event, queued, PENDING_MAX);
-#ifdef LIFETIME
+#if defined(LIFETIME) || defined(TRAFFIC)
+#define TRACK_LIVES
 /* reported connection -> its accept or connect event, until it closes
- * (--lifetime).  LRU: past LIVES_MAX open connections the oldest-seen
- * lose their close record (README, Limits), never a new one its start. */
-BPF_TABLE("lru_hash", u64, struct event, lives, LIVES_MAX);
+ * (--lifetime, --metrics).  LRU: past LIVES_MAX open connections the
+ * oldest-seen lose their close record and bytes (README, Limits), never a
+ * new one its start. */
+BPF_TABLE("lru_hash", u64, struct life, lives, LIVES_MAX);
+#endif
+#ifdef TRAFFIC
+/* the payload of the reported connections that ended, by process name and
+ * peer family (--metrics): a few keys, summed here, read at scrape time */
+BPF_HASH(traffic, struct traffic_key, struct traffic, TRAFFIC_MAX);
 #endif
 /* connecting socket -> its connect event, from the SYN to the end of the
  * handshake.  LRU: past PENDING_MAX connects in flight at once the oldest
@@ -178,14 +185,18 @@ static __always_inline bool report(void *ctx, struct event *e)
 	return true;
 }
 
-/* A connection was reported (accept, or connect at ESTABLISHED): with
- * --lifetime, keep its event for its close record. */
+/* A connection was reported (accept, or connect at ESTABLISHED, both in
+ * its process's context): with --lifetime or --metrics, keep its event
+ * and its process's name for its end. */
 static __always_inline void track_life(const void *sk, const struct event *e)
 {
-#ifdef LIFETIME
+#ifdef TRACK_LIVES
 	u64 key = (u64)sk;
+	struct life l = {};
 
-	lives.update(&key, e);
+	l.conn = *e;
+	read_process_name(l.process);
+	lives.update(&key, &l);
 #endif
 }
 
@@ -353,7 +364,7 @@ static __always_inline void forget_child(const void *sk)
 	connects.delete(&key);
 }
 
-#ifdef LIFETIME
+#ifdef TRACK_LIVES
 /* Who ended a connection that reached CLOSE from `oldstate`: an error on
  * the socket (ECONNRESET, EPIPE) is a reset received; a close from
  * ESTABLISHED or CLOSE_WAIT without one is our own reset (abortive close);
@@ -400,20 +411,50 @@ static __always_inline void payload(struct close_event *c, const void *sk, int o
 	c->bytes_received = received;
 }
 
-/* `sk` reached CLOSE, often in softirq context: if it was reported, its
- * close record, with the process that accepted or connected it (kept in
- * `lives`), not whichever task runs now. */
-static __always_inline void report_close(void *ctx, const void *sk, int oldstate)
+#ifdef TRAFFIC
+/* Add an ended connection's payload to its process's and peer family's
+ * sums (--metrics); a name that finds the map full counts under "". */
+static __always_inline void count_traffic(const char *process, const struct close_event *c)
+{
+	struct traffic_key key = {};
+	struct traffic zero = {}, *t;
+
+	__builtin_memcpy(key.process, process, COMM_LEN);
+	key.family = is_mapped(&c->conn) ? TRAFFIC_IPV4_MAPPED :
+		     c->conn.family == AF_INET6 ? TRAFFIC_IPV6 : TRAFFIC_IPV4;
+	t = traffic.lookup_or_try_init(&key, &zero);
+	if (!t) {
+		__builtin_memset(key.process, 0, COMM_LEN);
+		t = traffic.lookup(&key);
+		if (!t)
+			return;
+	}
+	__sync_fetch_and_add(&t->bytes_sent, c->bytes_acked);
+	__sync_fetch_and_add(&t->bytes_received, c->bytes_received);
+}
+#endif
+
+/* `sk` reached CLOSE, often in softirq context: if it was reported, what
+ * it carried goes to its process's traffic (--metrics) and its close
+ * record (--lifetime), both with the process that accepted or connected
+ * it (kept in `lives`), not whichever task runs now. */
+static __always_inline void life_ended(void *ctx, const void *sk, int oldstate)
 {
 	u64 key = (u64)sk;
-	struct event *conn = lives.lookup(&key);
+	struct life *l = lives.lookup(&key);
 	struct close_event c = {};
+	char process[COMM_LEN];
 
-	if (!conn)
+	if (!l)
 		return;
-	c.conn = *conn;   /* a copy: the entry goes now */
+	c.conn = l->conn;   /* copies: the entry goes now */
+	__builtin_memcpy(process, l->process, COMM_LEN);
 	lives.delete(&key);
 	payload(&c, sk, oldstate);
+#ifdef TRAFFIC
+	count_traffic(process, &c);
+#endif
+#ifdef LIFETIME
 	c.start_ns = c.conn.ts_ns;
 	c.opened_by = c.conn.type;
 	c.conn.type = EVENT_CLOSE;
@@ -421,8 +462,9 @@ static __always_inline void report_close(void *ctx, const void *sk, int oldstate
 	c.retransmits = read_u32(sk, OFF_TCP_TOTAL_RETRANS);
 	c.closed_by = closed_by(sk, oldstate);
 	submit(ctx, &c, sizeof(c));
-}
 #endif
+}
+#endif /* TRACK_LIVES */
 
 /* The raw tracepoint, not sock:inet_sock_set_state: a TCP connection
  * passes about ten state changes and a few of them matter.  The raw one
@@ -446,8 +488,8 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
 		if (oldstate != STATE_SYN_RECV)
 			handshake_missed(ctx, sk);
 		forget_child(sk);   /* and a connect that went SYN_SENT -> SYN_RECV */
-#ifdef LIFETIME
-		report_close(ctx, sk, oldstate);
+#ifdef TRACK_LIVES
+		life_ended(ctx, sk, oldstate);
 #endif
 	} else if (oldstate == STATE_ESTABLISHED && newstate == STATE_CLOSE_WAIT) {
 		handshake_missed(ctx, sk);   /* the peer's FIN */

@@ -101,6 +101,35 @@ struct close_event {
 	__u8  pad[2];
 };
 
+/* A reported TCP connection while it is open (--lifetime, --metrics): the
+ * event it was reported with and its process's name (the thread group
+ * leader's comm, as struct cmdline_event's), the owner its bytes count for
+ * when it ends in softirq context. */
+struct life {
+	struct event conn;
+	char  process[COMM_LEN];
+};
+
+/* The peer family a connection's bytes are counted under (--metrics) */
+#define TRAFFIC_IPV4        0
+#define TRAFFIC_IPV6        1
+#define TRAFFIC_IPV4_MAPPED 2   /* an AF_INET6 socket, an IPv4-mapped peer */
+
+/* Key and value of the `traffic` map: the payload of the TCP connections
+ * that ended, by process name and peer family, summed in the kernel and
+ * read at scrape time.  An empty process name holds the names that found
+ * the map full (Python creates those keys at load). */
+struct traffic_key {
+	char  process[COMM_LEN];
+	__u8  family;          /* TRAFFIC_* */
+	__u8  pad[7];
+};
+
+struct traffic {
+	__u64 bytes_sent;      /* as close_event's bytes_acked */
+	__u64 bytes_received;
+};
+
 /* Index of the counters in the `stats` map.  Python knows each counter by
  * the lower-case rest of its name (STAT_LOST: `lost`), in records, the
  * metrics and socktrace/vocabulary.py's Drops alike. */

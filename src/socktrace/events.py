@@ -49,6 +49,10 @@ KIND_BY_TYPE = {EVENT_ACCEPT: RecordType.ACCEPT, EVENT_CONNECT: RecordType.CONNE
                 _C["EVENT_CONNECT_FAILED"]: RecordType.CONNECT_FAILED,
                 EVENT_UDP_IN: RecordType.UDP, EVENT_UDP_OUT: RecordType.UDP,
                 EVENT_CLOSE: RecordType.CLOSE}
+# the peer family the kernel sums bytes under (struct traffic_key's family),
+# named as classify.peer_family names it
+TRAFFIC_FAMILIES = {_C["TRAFFIC_IPV4"]: "ipv4", _C["TRAFFIC_IPV6"]: "ipv6",
+                    _C["TRAFFIC_IPV4_MAPPED"]: "mapped"}
 # who ended a connection (struct close_event's closed_by)
 CLOSED_BY = {_C["CLOSED_BY_LOCAL"]: "local", _C["CLOSED_BY_PEER"]: "peer",
              _C["CLOSED_BY_RESET"]: "reset"}

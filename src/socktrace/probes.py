@@ -42,7 +42,8 @@ from .kernel.cgroup_bpf import UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, UDP6_SE
 from .kernel.bpf_syscall import recursion_misses
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
-from .events import stat_index
+from .events import TRAFFIC_FAMILIES, decode, stat_index
+from .traffic import KernelTraffic
 from .signals import Flag
 from .vocabulary import Drops
 
@@ -58,7 +59,8 @@ AUTO_ORDER = (Mode.KFUNC, Mode.KPROBE, Mode.TRACEPOINT)
 RINGBUF_PAGES = 1024     # 4 MiB: ~32,000 events (128 bytes each with the ring's header)
 PERFBUF_PAGES = 64       # per CPU: 256 KiB each
 PENDING_MAX = 65536      # each map's size: children between their clone and accept(), connects in flight
-LIVES_MAX = 65536        # open connections followed to their close (--lifetime; LRU)
+LIVES_MAX = 65536        # open connections followed to their close (--lifetime, --metrics; LRU)
+TRAFFIC_MAX = 4096       # (process name, peer family) sums of ended connections' bytes (--metrics)
 UDP_FLOWS_MAX = 65536    # UDP flows remembered (LRU): those older than --udp-idle are forgotten first
 # the cgroup programs of bpf/socktrace.bpf.c (UDP flows) and where each is attached
 UDP_PROGRAMS = (("socktrace_udp4_sendmsg", UDP4_SENDMSG), ("socktrace_udp6_sendmsg", UDP6_SENDMSG),
@@ -81,6 +83,7 @@ class KernelFilter:
     udp: bool = True         # follow UDP flows (-t: TCP only, no UDP hook attached)
     udp_idle: float = 60.0   # seconds without a datagram after which a flow is new again
     lifetime: bool = False   # close records (--lifetime): the connections reported are kept
+    traffic: bool = False    # bytes by process and peer family (--metrics): kept too, summed
 
 
 class Probes:
@@ -144,6 +147,25 @@ class Probes:
             counts["lost"] += self._events.lost
         return Drops(**counts, missed_runs=sum(
             recursion_misses(f.fd) for f in self._bpf.funcs.values()))
+
+    def traffic(self) -> KernelTraffic:
+        """The bytes of the reported connections as the kernel holds them
+        now (--metrics): the ended ones' sums, the open ones' events.
+        Sums first: one that ends meanwhile is in neither (and in the sums
+        of the next reading), never in both."""
+        ended = {}
+        for key, value in self._bpf["traffic"].items():
+            if not key.process and not (value.bytes_sent or value.bytes_received):
+                continue   # reserve_overflow's, unused
+            name = (key.process.decode("utf-8", errors="replace"),
+                    TRAFFIC_FAMILIES[key.family])
+            sent, received = ended.get(name, (0, 0))
+            ended[name] = (sent + value.bytes_sent, received + value.bytes_received)
+        opened = []
+        for _, life in self._bpf["lives"].items():
+            c = decode(ctypes.string_at(ctypes.addressof(life.conn), ctypes.sizeof(life.conn)), 0)
+            opened.append((life.process.decode("utf-8", errors="replace"), c))
+        return KernelTraffic(ended, opened)
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""
@@ -252,6 +274,15 @@ def btf_defines(btf: BTF) -> dict[str, int]:
     return d
 
 
+def reserve_overflow(traffic) -> None:
+    """Create the `traffic` map's keys with an empty process name, one per
+    peer family, where a name that finds the map full is counted."""
+    for family in TRAFFIC_FAMILIES:
+        key = traffic.Key()
+        key.family = family
+        traffic[key] = traffic.Leaf()
+
+
 def why_unavailable(mode: Mode, tracefs: str,
                     fexit_refusal: Callable[[], str | None] = lambda: None) -> str | None:
     """A one-line reason `mode` cannot work here, if one shows before
@@ -340,9 +371,13 @@ class Loader:
         d["FILTER_PID"] = self.kfilter.pid or 0
         d["NO_FAILED"] = int(not self.kfilter.failed)
         d["PENDING_MAX"] = PENDING_MAX
+        if self.kfilter.lifetime or self.kfilter.traffic:
+            d["LIVES_MAX"] = LIVES_MAX
         if self.kfilter.lifetime:
             d["LIFETIME"] = 1
-            d["LIVES_MAX"] = LIVES_MAX
+        if self.kfilter.traffic:
+            d["TRAFFIC"] = 1
+            d["TRAFFIC_MAX"] = TRAFFIC_MAX
         if self.kfilter.udp:
             d["TRACE_UDP"] = 1
             d["UDP_IDLE_NS"] = f"{int(self.kfilter.udp_idle * 1e9)}ULL"
@@ -392,6 +427,8 @@ class Loader:
         except (CgroupError, OSError) as exc:
             bpf.cleanup()
             raise ProbeError(f"UDP flows: {exc}") from None
+        if self.kfilter.traffic:
+            reserve_overflow(bpf["traffic"])
         return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages, cgroup)
 
     @property

@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
-from typing import ContextManager, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, ContextManager, Iterator, List, Optional, Protocol, Tuple
 
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
 from .bcc_import import BccMissing, import_bcc
 from .filters import Filter
+from .traffic import bytes_now
 from .kernel import compiler_memory
+from .kernel import sockdiag
+from .kernel.netns import ns_inode
 from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
 from .output.jsonl import JsonSink
@@ -100,7 +104,8 @@ class BccKernel:
                                               failed=opts.failed,
                                               udp=opts.filter.protocol != "tcp",
                                               udp_idle=opts.udp_idle,
-                                              lifetime=opts.lifetime),
+                                              lifetime=opts.lifetime,
+                                              traffic=opts.metrics is not None),
                             tracefs=tracefs_root(), buffer=opts.buffer,
                             buffer_pages=opts.buffer_pages)
         except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:
@@ -131,12 +136,15 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
         known_apps()   # read now: the summary at exit needs it, and a broken file fails first
     except AppsFileError as exc:
         raise SessionError(str(exc)) from None
+    traffic = Later()
     with contextlib.ExitStack() as stack:
         # the outputs first: a log path that cannot be written or a metrics
         # port in use fails before anything is loaded into the kernel
-        sink = open_outputs(opts)
+        sink = open_outputs(opts, traffic)
         stack.callback(sink.close)
         probes = stack.enter_context(kernel.probes(opts))
+        if opts.metrics:
+            traffic.source = lambda: traffic_now(probes)
         try:
             if opts.snapshot:
                 sink.existing(existing_records(opts.filter))
@@ -149,9 +157,28 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def open_outputs(opts: TraceOptions) -> Tee:
+class Later:
+    """A source given to the outputs before what feeds it exists (the
+    metrics' bytes, which the probes hold): empty until `source` is set."""
+
+    def __init__(self) -> None:
+        self.source: Optional[Callable[[], dict]] = None
+
+    def __call__(self) -> dict:
+        return self.source() if self.source else {}
+
+
+def traffic_now(probes) -> dict:
+    """The bytes of the reported connections (traffic.bytes_now): the
+    kernel's, and sock_diag's counters of the open ones, in this network
+    namespace."""
+    live = sockdiag.dump(socket.AF_INET6, info=True) + sockdiag.dump(socket.AF_INET, info=True)
+    return bytes_now(probes.traffic(), live, ns_inode("/proc/self/ns/net"))
+
+
+def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict) -> Tee:
     """The outputs `opts` asks for, as one sink; on an error, those opened
-    already are closed again."""
+    already are closed again.  `traffic` gives the metrics' bytes."""
     with contextlib.ExitStack() as opened:
         sinks: List[Sink] = []
 
@@ -169,17 +196,18 @@ def open_outputs(opts: TraceOptions) -> Tee:
                 raise SessionError(str(exc)) from None
             add(JsonSink(log, owns=True))
         if opts.metrics:
-            add(_metrics(opts.metrics))
+            add(_metrics(opts.metrics, traffic))
         opened.pop_all()
     return Tee(*sinks)
 
 
-def _metrics(where: Tuple[str, int]) -> Sink:
+def _metrics(where: Tuple[str, int], traffic: Callable[[], dict]) -> Sink:
     """--metrics: the counters, served (prometheus_client is imported only
     then: 40 ms of every start)."""
     from .output.metrics import MetricsSink
     try:
-        return MetricsSink.serving(*where, lambda: snapshot_mod.take([None], ProcessCache()))
+        return MetricsSink.serving(*where, lambda: snapshot_mod.take([None], ProcessCache()),
+                                   traffic)
     except OSError as exc:
         addr, port = where
         shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

@@ -209,3 +209,78 @@ def test_report_gives_each_listeners_traffic_by_family(socktrace, tmp_path):
             for f, t in me["traffic"].items()} == {
         "ipv4": (2, 2 * OUT, 2 * BACK), "mapped": (2, 2 * BACK, 2 * OUT),
         "ipv6": (2, OUT + BACK, OUT + BACK)}
+
+
+BYTES_PEER = f"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"bytes-peer")   # PR_SET_NAME: the process name the metrics show
+OUT, BACK = {OUT}, {BACK}
+def listener(family):
+    ls = socket.socket(family)
+    if family == socket.AF_INET6:
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    ls.bind(("::" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    ls.listen()
+    return ls
+dual, plain = listener(socket.AF_INET6), listener(socket.AF_INET)
+print(dual.getsockname()[1], plain.getsockname()[1], flush=True)
+sys.stdin.readline()
+held = []
+for ls, host in ((dual, "127.0.0.1"), (dual, "::1"), (plain, "127.0.0.1")):
+    c = socket.create_connection((host, ls.getsockname()[1]))
+    a, _ = ls.accept()
+    for x, y, n in ((c, a, OUT), (a, c, BACK)):
+        x.sendall(b"o" * n)
+        got = 0
+        while got < n:
+            got += len(y.recv(65536))
+    held += [c, a]
+print("open", flush=True)
+sys.stdin.readline()
+for s in held:
+    s.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_metrics_count_bytes_of_open_and_ended_connections(socktrace):
+    """--metrics without --lifetime: socktrace_bytes_total, exact, by peer
+    family, direction and process, for connections still open (sock_diag's
+    counters now) and ended (the kernel's sums), the same before and after
+    the close; and no close record is built.  The connections are a
+    process of their own, named bytes-peer (this test's scrapes are
+    connections too, of its own process)."""
+    from test_agreement import free_port, scrape
+    peer = subprocess.Popen([sys.executable, "-c", BYTES_PEER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        ports = peer.stdout.readline().split()
+        mport = free_port()
+        st = socktrace("-P", ",".join(ports), "--metrics", f"127.0.0.1:{mport}")
+
+        def step(expect: str) -> None:
+            peer.stdin.write("go\n")
+            peer.stdin.flush()
+            assert peer.stdout.readline().strip() == expect
+
+        def carried():
+            return {(dict(labels)["family"], dict(labels)["direction"]): v
+                    for (name, labels), v in scrape(mport).items()
+                    if name == "socktrace_bytes_total" and dict(labels)["comm"] == "bytes-peer"}
+        step("open")
+        st.wait_for(lambda r: r["type"] == "accept", count=3)
+        # both ends are the peer's: the server's accepted end and the
+        # client's connected one (an AF_INET socket to the mapped listener)
+        want = {("ipv4_mapped", "received"): OUT, ("ipv4_mapped", "sent"): BACK,
+                ("ipv6", "received"): OUT + BACK, ("ipv6", "sent"): OUT + BACK,
+                ("ipv4", "received"): 2 * BACK + OUT, ("ipv4", "sent"): 2 * OUT + BACK}
+        assert carried() == want          # all open: sock_diag's counters now
+        step("closed")
+        time.sleep(1)
+        assert carried() == want          # all ended: the kernel's sums
+        assert st.stop() == 0
+        assert not [r for r in st.records if r["type"] == "close"]
+    finally:
+        peer.kill()
+        peer.wait()

@@ -107,3 +107,35 @@ def test_udp_flows_and_dual_stack_udp_sockets():
     assert [k for k in got if k[0] == "socktrace_dual_stack_udp_socket"] == [
         ("socktrace_dual_stack_udp_socket", (("comm", "dnsd"), ("port", "5353")))]
     assert not [k for k in got if k[0] == "socktrace_dual_stack_listener"]
+
+
+def test_bytes_by_family_direction_and_process_never_go_down():
+    """socktrace_bytes_total from the kernel's reading (traffic.bytes_now):
+    labelled as the other counters, process names bounded likewise, the
+    map's overflow name "" as "other", and never less than last scraped."""
+    readings = [
+        {("mapped", "received", "java"): 40000, ("mapped", "sent", "java"): 7000,
+         ("ipv4", "sent", "curl"): 10, ("ipv6", "sent", ""): 5},
+        # java's open connection ended between the two halves of a reading:
+        # in neither; the next reading has it again, in the kernel's sums
+        {("mapped", "received", "java"): 100, ("mapped", "sent", "java"): 7000,
+         ("ipv4", "sent", "curl"): 10, ("ipv6", "sent", ""): 5, ("ipv4", "sent", "p3"): 1},
+        {("mapped", "received", "java"): 40001, ("mapped", "sent", "java"): 7000,
+         ("ipv4", "sent", "curl"): 10, ("ipv6", "sent", ""): 5, ("ipv4", "sent", "p3"): 1},
+    ]
+    sink = MetricsSink(max_comms=2)
+    c = Collector(sink, sockets, traffic=lambda: readings.pop(0))
+
+    def bytes_now():
+        return {labels: v for (name, labels), v in scrape(c).items() if name == "socktrace_bytes_total"}
+
+    def key(fam, direction, comm):
+        return (("comm", comm), ("direction", direction), ("family", fam), ("protocol", "tcp"))
+    first = bytes_now()
+    assert first == {key("ipv4_mapped", "received", "java"): 40000,
+                     key("ipv4_mapped", "sent", "java"): 7000, key("ipv4", "sent", "curl"): 10,
+                     key("ipv6", "sent", "other"): 5}
+    second = bytes_now()
+    assert second[key("ipv4_mapped", "received", "java")] == 40000     # not 100
+    assert second[key("ipv4", "sent", "other")] == 1                    # a third name: capped
+    assert bytes_now()[key("ipv4_mapped", "received", "java")] == 40001

@@ -20,7 +20,12 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-INET_DIAG_SKV6ONLY = 11
+INET_DIAG_INFO, INET_DIAG_SKV6ONLY = 2, 11
+# struct tcp_info (include/uapi/linux/tcp.h): tcpi_bytes_acked and
+# tcpi_bytes_received (Linux 4.1, 4.2), the counters --lifetime reports at
+# a connection's end (tcp_sock.bytes_acked, bytes_received)
+_TCPI_BYTES = struct.Struct("=QQ")
+_TCPI_BYTES_AT = 120
 
 _NLMSGHDR = struct.Struct("=IHHII")
 # inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid
@@ -55,6 +60,10 @@ class DiagSocket(NamedTuple):
     v6only: bool | None   # AF_INET6 sockets in LISTEN or CLOSE only (inet_diag_msg_attrs_fill)
     src_mapped: bool   # an AF_INET6 socket's IPv4-mapped address
     dst_mapped: bool
+    # TCP, asked for with info=True: tcp_sock's counters of sequence space
+    # acknowledged by the peer and received (None: not asked or not TCP)
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
 
 
 def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
@@ -73,7 +82,7 @@ def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
         body = off + _NLMSGHDR.size
         (family, state, _timer, _retrans, sport, dport, src, dst, _if, _cookie,
          _expires, rqueue, wqueue, uid, inode) = _MSG.unpack_from(data, body)
-        v6only = None
+        v6only = acked = received = None
         a = body + _MSG.size
         end = off + length
         while a + _RTA.size <= end:
@@ -82,24 +91,29 @@ def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
                 break
             if atype == INET_DIAG_SKV6ONLY:
                 v6only = bool(data[a + _RTA.size])
+            elif atype == INET_DIAG_INFO and alen >= _RTA.size + _TCPI_BYTES_AT + _TCPI_BYTES.size:
+                acked, received = _TCPI_BYTES.unpack_from(data, a + _RTA.size + _TCPI_BYTES_AT)
             a += (alen + 3) & ~3
         src_text, src_mapped = address(src, family)
         dst_text, dst_mapped = address(dst, family)
         out.append(DiagSocket(family, state, src_text, int.from_bytes(sport, "big"),
                               dst_text, int.from_bytes(dport, "big"),
-                              rqueue, wqueue, uid, inode, v6only, src_mapped, dst_mapped))
+                              rqueue, wqueue, uid, inode, v6only, src_mapped, dst_mapped,
+                              acked, received))
         off += (length + 3) & ~3
     return out, False
 
 
 def dump(family: int, protocol: int = socket.IPPROTO_TCP,
-         states: int = DEFAULT_STATES) -> list[DiagSocket]:
+         states: int = DEFAULT_STATES, info: bool = False) -> list[DiagSocket]:
     """All TCP (or UDP: IPPROTO_UDP) sockets of `family` in the calling
-    thread's network namespace."""
+    thread's network namespace; with `info`, TCP ones with their byte
+    counters (the kernel then adds a tcp_info to each: 4 times the data)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
                        NETLINK_SOCK_DIAG) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        req = _REQ.pack(family, protocol, 0, states, b"", b"", b"", b"", 0, b"\xff" * 8)
+        ext = 1 << (INET_DIAG_INFO - 1) if info else 0
+        req = _REQ.pack(family, protocol, ext, states, b"", b"", b"", b"", 0, b"\xff" * 8)
         s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY,
                               NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
         out: list[DiagSocket] = []

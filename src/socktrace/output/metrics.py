@@ -6,11 +6,12 @@ Collection is apart from exposition, as in client_python's own design:
 - `MetricsSink` is an output like the others (the `Sink` protocol): on the
   tracer's thread it only adds each batch of records to plain counters,
   keyed by label values, so the hot path costs a dict update per record;
-- `Collector` turns those counters, and the dual-stack listeners of a
-  snapshot of the sockets now (snapshot.take, a parameter), into metric
-  families when Prometheus scrapes: prometheus_client writes the text
-  format and serves it (`MetricsServer`), on its own thread.  The sink
-  owns its server: its close() stops it.
+- `Collector` turns those counters, the dual-stack listeners of a
+  snapshot of the sockets now (snapshot.take, a parameter) and the bytes
+  the kernel counted (traffic.bytes_now, a parameter) into metric families
+  when Prometheus scrapes: prometheus_client writes the text format and
+  serves it (`MetricsServer`), on its own thread.  The sink owns its
+  server: its close() stops it.
 
 Which records came through a listener and whose process a record names is
 vocabulary.py's, as for the summary at exit and `socktrace report`; the
@@ -116,11 +117,12 @@ class MetricsSink:
         self._port = _Capped(max_ports)
 
     @classmethod
-    def serving(cls, addr: str, port: int, snapshots: Callable[[], Snapshot]) -> "MetricsSink":
+    def serving(cls, addr: str, port: int, snapshots: Callable[[], Snapshot],
+                traffic: Callable[[], dict] = dict) -> "MetricsSink":
         """A sink whose counters are served on http://addr:port/metrics,
         bound now: a port in use fails here (OSError), before any probe."""
         sink = cls()
-        sink.server = MetricsServer(addr, port, Collector(sink, snapshots))
+        sink.server = MetricsServer(addr, port, Collector(sink, snapshots, traffic))
         sink.server.start()
         return sink
 
@@ -200,9 +202,13 @@ class Collector:
     seconds: a scrape every second costs one snapshot per 10 s)."""
 
     def __init__(self, sink: MetricsSink, snapshots: Callable[[], Snapshot],
+                 traffic: Callable[[], dict] = dict,
                  max_age: float = LISTENERS_MAX_AGE, clock: Callable[[], float] = time.monotonic):
         self.sink = sink
         self._snapshots = snapshots
+        self._traffic = traffic
+        # (protocol, family, direction, comm) -> the bytes last exposed
+        self._bytes: dict[tuple[str, str, str, str], int] = {}
         self._max_age = max_age
         self._clock = clock
         self._listed: tuple[float, List[Gauged]] | None = None
@@ -217,6 +223,23 @@ class Collector:
             if self._listed is None or now - self._listed[0] >= self._max_age:
                 self._listed = (now, dual_stack_now(self._snapshots()))
             return self._listed[1]
+
+    def bytes_total(self) -> dict[tuple[str, str, str, str], int]:
+        """The bytes by label values now, never less than at the last
+        scrape: a connection between its two halves (open, then ended) may
+        be missed by one reading, and a counter must not go down."""
+        now: dict[tuple[str, str, str, str], int] = {}
+        comms = self.sink._comm
+        for (fam, direction, process), n in self._traffic().items():
+            key = (TCP_PROTOCOL, FAMILY_LABEL[fam], direction,
+                   comms.label(process) if process else OTHER)
+            now[key] = now.get(key, 0) + n
+        with self._lock:
+            shown = self._bytes
+            for key, n in now.items():
+                if n > shown.get(key, -1):
+                    shown[key] = n
+            return dict(shown)
 
     def collect(self) -> Iterator[Metric]:
         s = self.sink
@@ -253,6 +276,10 @@ class Collector:
         yield g
         yield m
         yield u
+        yield _counter("socktrace_bytes", "Payload of the TCP connections socktrace reported, "
+                       "open and ended, by protocol, peer family (ipv4, ipv6, ipv4_mapped), "
+                       "direction (sent: acknowledged by the peer, received) and process name",
+                       ["protocol", "family", "direction", "comm"], self.bytes_total())
         yield CounterMetricFamily("socktrace_events_lost", "Events the kernel could not submit "
                                   "(buffer full)", value=s.lost_total)
         yield CounterMetricFamily("socktrace_unaccepted_untracked", "Queued connections the "

@@ -72,6 +72,12 @@ BPF_TABLE("lru_hash", u64, struct event, queued, PENDING_MAX);
  * new one its start. */
 BPF_TABLE("lru_hash", u64, struct life, lives, LIVES_MAX);
 #endif
+#ifdef LIFETIME
+/* socket cookie -> a connection open before tracing began, as Python found
+ * it through sock_diag (which gave the socket its cookie), for its close
+ * record (--lifetime; its ts_ns 0: the duration is not known) */
+BPF_HASH(existed, u64, struct life, LIVES_MAX);
+#endif
 #ifdef TRAFFIC
 /* the payload of the reported connections that ended, by process name and
  * peer family (--metrics): a few keys, summed here, read at scrape time */
@@ -444,15 +450,29 @@ static __always_inline void life_ended(void *ctx, const void *sk, int oldstate)
 	struct life *l = lives.lookup(&key);
 	struct close_event c = {};
 	char process[COMM_LEN];
+	bool existed_before = false;
 
+#ifdef LIFETIME
+	if (!l) {
+		key = read_u64(sk, OFF_SKC_COOKIE);
+		l = key ? existed.lookup(&key) : 0;
+		existed_before = true;
+	}
+#endif
 	if (!l)
 		return;
 	c.conn = l->conn;   /* copies: the entry goes now */
 	__builtin_memcpy(process, l->process, COMM_LEN);
-	lives.delete(&key);
+#ifdef LIFETIME
+	if (existed_before)
+		existed.delete(&key);
+	else
+#endif
+		lives.delete(&key);
 	payload(&c, sk, oldstate);
 #ifdef TRAFFIC
-	count_traffic(process, &c);
+	if (!existed_before)   /* its bytes count from its accept or connect on */
+		count_traffic(process, &c);
 #endif
 #ifdef LIFETIME
 	c.start_ns = c.conn.ts_ns;

@@ -38,6 +38,21 @@ def address(raw: bytes, family: int) -> tuple[str, bool]:
     return str(ipaddress.IPv6Address(raw[:16])), False
 
 
+def raw_address(text: str, family: int) -> bytes:
+    """address()'s inverse: the 16 bytes struct event holds for the text
+    form of a socket's address (an AF_INET6 socket's dotted one is mapped).
+
+    >>> raw_address("10.0.0.20", AF_INET6) == bytes(10) + b"\\xff\\xff" + bytes([10, 0, 0, 20])
+    True
+    >>> raw_address("127.0.0.1", AF_INET) == bytes([127, 0, 0, 1]) + bytes(12)
+    True
+    """
+    ip = ipaddress.ip_address(text)
+    if family == AF_INET:
+        return ip.packed + bytes(12)
+    return (MAPPED_PREFIX + ip.packed) if ip.version == 4 else ip.packed
+
+
 def label(sock_family: str, mapped: bool, protocol: str = "tcp") -> str:
     """What netstat calls the socket: tcp (AF_INET), tcp6, or tcp6 MAPPED
     (an AF_INET6 socket, IPv4 peer); udp, udp6, udp6 MAPPED likewise.

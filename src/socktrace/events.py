@@ -15,7 +15,7 @@ from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .classify import FAMILY_NAMES, address, peer_is_ipv4
+from .classify import FAMILY_NAMES, address, peer_is_ipv4, raw_address
 from .vocabulary import IN, OUT, TCP_PROTOCOL, UDP_PROTOCOL, RecordType
 
 
@@ -105,6 +105,34 @@ class RawEvent(ctypes.Structure):
     ]
 
 
+FAMILY_NUMBERS = {name: number for number, name in FAMILY_NAMES.items()}
+
+
+def existing_event(kind: RecordType, sock_family: str, laddr: str, lport: int, raddr: str,
+                   rport: int, pid: int, uid: int, comm: str, netns: int,
+                   v6only: bool | None) -> RawEvent:
+    """The struct event of a connection found open before tracing began
+    (--lifetime gives it a close record): as its accept or connect event
+    would have been, with ts_ns 0 (its start is not known).
+
+    >>> e = existing_event(RecordType.ACCEPT, "AF_INET6", "127.0.0.1", 4243, "127.0.0.1", 5000,
+    ...                    7, 0, "java", 4026531840, False)
+    >>> d = decode(bytes(e), 0)
+    >>> (d.kind, d.mapped, d.laddr, d.rport, d.comm, d.v6only)
+    (<RecordType.ACCEPT: 'accept'>, True, '127.0.0.1', 5000, 'java', False)
+    """
+    e = RawEvent()
+    family = FAMILY_NUMBERS[sock_family]
+    e.type = {RecordType.ACCEPT: EVENT_ACCEPT, RecordType.CONNECT: EVENT_CONNECT}[kind]
+    e.v6only = V6ONLY_UNKNOWN if v6only is None else int(v6only)
+    e.family, e.pid, e.tid, e.uid, e.netns = family, pid, pid, uid, netns
+    e.saddr[:] = raw_address(laddr, family)
+    e.daddr[:] = raw_address(raddr, family)
+    e.comm = comm.encode()[:_C["COMM_LEN"] - 1]
+    e.sport, e.dport = lport, rport
+    return e
+
+
 # struct event as one struct.unpack_from: several times faster per event than
 # reading RawEvent's fields through ctypes (tests check both layouts agree)
 EVENT_STRUCT = struct.Struct("=BBHIQIIII16s16s16sHH4xQQ")
@@ -163,7 +191,8 @@ class Connection:
     reason: str | None = None   # connect_failed only: failure_reason()
     direction: str | None = None   # udp only: in (first datagram received) or out
     # close only (--lifetime): how long it lived, what it carried, who ended it
-    duration: float | None = None  # seconds since its accept/connect record
+    duration: float | None = None  # seconds since its accept/connect record (None: it was
+                                   # open before tracing began)
     bytes_sent: int | None = None  # acknowledged by the peer
     bytes_received: int | None = None
     retransmits: int | None = None
@@ -274,7 +303,8 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
     if type_ == EVENT_CLOSE:
         start_ns, acked, received, retransmits, closed_by, opened_by = \
             CLOSE_STRUCT.unpack_from(data, EVENT_STRUCT.size)
-        fields.update(duration=(ts_ns - start_ns) / 1e9, bytes_sent=acked,
+        fields.update(duration=(ts_ns - start_ns) / 1e9 if start_ns else None,   # existing_event's
+                      bytes_sent=acked,
                       bytes_received=received, retransmits=retransmits,
                       closed_by=CLOSED_BY.get(closed_by, str(closed_by)),
                       opened_by=KIND_BY_TYPE[opened_by].value)

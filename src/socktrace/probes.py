@@ -42,7 +42,7 @@ from .kernel.cgroup_bpf import UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, UDP6_SE
 from .kernel.bpf_syscall import recursion_misses
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
-from .events import TRAFFIC_FAMILIES, decode, stat_index
+from .events import TRAFFIC_FAMILIES, RawEvent, decode, stat_index
 from .traffic import KernelTraffic
 from .signals import Flag
 from .vocabulary import Drops
@@ -166,6 +166,17 @@ class Probes:
             c = decode(ctypes.string_at(ctypes.addressof(life.conn), ctypes.sizeof(life.conn)), 0)
             opened.append((life.process.decode("utf-8", errors="replace"), c))
         return KernelTraffic(ended, opened)
+
+    def remember_existing(self, existing: list[tuple[int, RawEvent, str]]) -> None:
+        """Give the kernel the connections open before tracing began, as
+        (socket cookie, existing_event, process name), for their close
+        records (--lifetime)."""
+        table = self._bpf["existed"]
+        for cookie, event, process in existing:
+            life = table.Leaf()
+            ctypes.memmove(ctypes.addressof(life.conn), ctypes.addressof(event), ctypes.sizeof(event))
+            life.process = process.encode()[:15]
+            table[table.Key(cookie)] = life
 
     def detach(self) -> None:
         """Detach every probe; maps stay readable until close()."""

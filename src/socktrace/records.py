@@ -60,7 +60,8 @@ class ConnectionRecord(_Connection, total=False):
     direction: str             # udp only: in (its first datagram was received), out
     reason: str                # connect_failed only: refused, timeout, unreachable, reset, closed, or an errno name
     processes: List[OwnerRecord]   # unaccepted only: every owner of the listener
-    duration: float            # close only (--lifetime): seconds since its accept/connect
+    duration: Optional[float]  # close only (--lifetime): seconds since its accept/connect; None:
+                               # it was open before tracing began
     bytes_sent: int            # close only: acknowledged by the peer
     bytes_received: int        # close only
     retransmits: int           # close only: segments retransmitted
@@ -192,12 +193,13 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         rec["direction"] = c.direction
         rec["v6only"] = c.v6only
     elif c.kind == CLOSE:
-        rec["duration"] = round(c.duration, 6)
+        rec["duration"] = None if c.duration is None else round(c.duration, 6)
         rec["bytes_sent"] = c.bytes_sent
         rec["bytes_received"] = c.bytes_received
         rec["retransmits"] = c.retransmits
         rec["closed_by"] = c.closed_by
         rec["opened_by"] = c.opened_by
+        rec["v6only"] = c.v6only   # an accepted one's listener's; None for a connect
     elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec

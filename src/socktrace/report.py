@@ -83,7 +83,8 @@ class Traffic:
         self.connections += 1
         self.bytes_sent += rec["bytes_sent"]
         self.bytes_received += rec["bytes_received"]
-        self.durations.append(rec["duration"])
+        if rec["duration"] is not None:   # None: open before tracing began
+            self.durations.append(rec["duration"])
 
     def to_json(self) -> dict[str, Any]:
         """{"connections": 2, "bytes_sent": …, "bytes_received": …,
@@ -91,8 +92,8 @@ class Traffic:
         d = sorted(self.durations)
         return {"connections": self.connections, "bytes_sent": self.bytes_sent,
                 "bytes_received": self.bytes_received,
-                "lifetime_median": round(percentile(d, 50), 6),
-                "lifetime_p95": round(percentile(d, 95), 6)}
+                "lifetime_median": round(percentile(d, 50), 6) if d else None,
+                "lifetime_p95": round(percentile(d, 95), 6) if d else None}
 
 
 def add_traffic(by_family: dict[str, Traffic], rec: dict[str, Any]) -> None:

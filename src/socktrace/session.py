@@ -17,6 +17,7 @@ from typing import Callable, ContextManager, Iterator, List, Optional, Protocol,
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
 from .bcc_import import BccMissing, import_bcc
+from .events import RawEvent, existing_event
 from .filters import Filter
 from .traffic import bytes_now
 from .kernel import compiler_memory
@@ -34,7 +35,7 @@ from .procinfo import ProcessCache
 from .records import SocketRecord, socket_record
 from .signals import Flag, set_on
 from .tracer import Tracer
-from .vocabulary import RecordType
+from .vocabulary import TCP_PROTOCOL, RecordType
 
 
 class SessionError(Exception):
@@ -146,8 +147,13 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
         if opts.metrics:
             traffic.source = lambda: traffic_now(probes)
         try:
-            if opts.snapshot:
-                sink.existing(existing_records(opts.filter))
+            if opts.snapshot or opts.lifetime:   # after attaching: nothing falls in between
+                cache = ProcessCache()
+                snap = snapshot_mod.take([None], cache)
+                if opts.lifetime:
+                    probes.remember_existing(existing_lives(snap))
+                if opts.snapshot:
+                    sink.existing(existing_records(opts.filter, snap, cache))
             Tracer(probes, sink, opts.filter, unaccepted_after=opts.unaccepted_after).run(
                 app.stop, app.reopen, duration=opts.duration)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
@@ -214,10 +220,35 @@ def _metrics(where: Tuple[str, int], traffic: Callable[[], dict]) -> Sink:
         raise SessionError(f"--metrics {shown}: {exc.strerror or exc}") from None
 
 
-def existing_records(flt: Filter) -> list[SocketRecord]:
+# a connection's states from its handshake to its CLOSE (not yet in TIME_WAIT)
+OPEN_STATES = frozenset(("ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK",
+                         "CLOSING"))
+
+
+def existing_lives(snap: snapshot_mod.Snapshot) -> list[tuple[int, RawEvent, str]]:
+    """The TCP connections open now, for their close records (--lifetime):
+    (socket cookie, the event their accept or connect would have had, the
+    process name).  An accepted one is the one that came through a
+    listener; its process is its first owner."""
+    out = []
+    for s in snap.sockets:
+        if s.protocol != TCP_PROTOCOL or s.state not in OPEN_STATES or not s.cookie \
+                or not s.owners:
+            continue
+        owner = s.owners[0]
+        accepted = s.listener is not None
+        event = existing_event(RecordType.ACCEPT if accepted else RecordType.CONNECT,
+                               s.sock_family, s.laddr,
+                               s.lport, s.raddr, s.rport, owner.pid, s.uid, owner.comm or "",
+                               s.netns, s.listener.v6only if accepted and s.sock_family == "AF_INET6"
+                               else None)
+        out.append((s.cookie, event, owner.comm or ""))
+    return out
+
+
+def existing_records(flt: Filter, snap: snapshot_mod.Snapshot, cache: ProcessCache
+                     ) -> list[SocketRecord]:
     """Before tracing: the mapped connections that already exist."""
-    cache = ProcessCache()
-    snap = snapshot_mod.take([None], cache)
     return [socket_record(s, cache.user(s.uid), RecordType.EXISTING.value) for s in snap.sockets
             if s.mapped and s.state != "LISTEN" and flt.matches_socket(s)]
 

@@ -59,6 +59,7 @@ class Sock(NamedTuple):
     listener: Listener | None = None   # for an accepted connection: its listener
     queued: bool = False       # handshake done, still in the listener's queue
     protocol: str = "tcp"      # tcp or udp
+    cookie: int = 0            # the kernel's socket cookie (sock_diag)
 
     @property
     def dual_stack(self) -> bool:
@@ -134,7 +135,7 @@ def classify(raw: Iterable[DiagSocket], owners: dict[int, tuple[Owner, ...]], ns
             v6only=d.v6only if family == "AF_INET6" else None,
             listener=listener,
             queued=listener is not None and d.inode == 0 and TCP_STATES.get(d.state) in QUEUED_STATES,
-            protocol=protocol))
+            protocol=protocol, cookie=d.cookie))
     return out
 
 

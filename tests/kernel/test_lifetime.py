@@ -284,3 +284,40 @@ def test_metrics_count_bytes_of_open_and_ended_connections(socktrace):
     finally:
         peer.kill()
         peer.wait()
+
+
+def test_a_connection_open_before_tracing_gets_its_close_record(socktrace):
+    """A connection that existed before socktrace started: its close
+    record, from socktrace's own sock_diag listing at start (its socket
+    cookie), with duration null, its whole payload, its owner and end."""
+    ls = listener(socket.AF_INET6)
+    port = ls.getsockname()[1]
+    c = socket.create_connection(("127.0.0.1", port))
+    a, _ = ls.accept()
+    c.sendall(b"o" * OUT)
+    got = 0
+    while got < OUT:
+        got += len(a.recv(65536))
+    cport = c.getsockname()[1]
+    st = socktrace("--lifetime", "-P", str(port))
+    a.sendall(b"b" * BACK)
+    got = 0
+    while got < BACK:
+        got += len(c.recv(65536))
+    c.close()
+    time.sleep(0.2)
+    a.close()
+    server = one(st, "close", lport=port, rport=cport)
+    client = one(st, "close", lport=cport, rport=port)
+    assert st.stop() == 0
+    for r in (server, client):
+        assert r["duration"] is None and r["pid"] == os.getpid(), r
+    assert (server["opened_by"], server["mapped"], server["v6only"]) == ("accept", True, False)
+    assert (server["bytes_received"], server["bytes_sent"], server["closed_by"]) == (OUT, BACK, "peer")
+    assert (client["opened_by"], client["sock_family"]) == ("connect", "AF_INET")
+    assert (client["bytes_sent"], client["bytes_received"], client["closed_by"]) == (OUT, BACK, "local")
+    with open("/proc/self/comm") as f:
+        assert server["process"] == f.read().strip()
+    # nothing else of it: no accept or connect record (it began before)
+    assert not [r for r in st.records if r["type"] in ("accept", "connect")
+                and cport in (r["lport"], r["rport"])]

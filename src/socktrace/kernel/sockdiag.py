@@ -60,6 +60,9 @@ class DiagSocket(NamedTuple):
     v6only: bool | None   # AF_INET6 sockets in LISTEN or CLOSE only (inet_diag_msg_attrs_fill)
     src_mapped: bool   # an AF_INET6 socket's IPv4-mapped address
     dst_mapped: bool
+    # the socket's cookie (sock_gen_cookie: the dump gives each socket one,
+    # which the kernel keeps in sk->sk_cookie); 0 where not parsed
+    cookie: int = 0
     # TCP, asked for with info=True: tcp_sock's counters of sequence space
     # acknowledged by the peer and received (None: not asked or not TCP)
     bytes_acked: int | None = None
@@ -80,7 +83,7 @@ def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
             err = -struct.unpack_from("=i", data, off + _NLMSGHDR.size)[0]
             raise OSError(err, f"sock_diag: {os.strerror(err)}")
         body = off + _NLMSGHDR.size
-        (family, state, _timer, _retrans, sport, dport, src, dst, _if, _cookie,
+        (family, state, _timer, _retrans, sport, dport, src, dst, _if, cookie,
          _expires, rqueue, wqueue, uid, inode) = _MSG.unpack_from(data, body)
         v6only = acked = received = None
         a = body + _MSG.size
@@ -99,9 +102,15 @@ def parse(data: bytes) -> tuple[list[DiagSocket], bool]:
         out.append(DiagSocket(family, state, src_text, int.from_bytes(sport, "big"),
                               dst_text, int.from_bytes(dport, "big"),
                               rqueue, wqueue, uid, inode, v6only, src_mapped, dst_mapped,
-                              acked, received))
+                              _cookie(cookie), acked, received))
         off += (length + 3) & ~3
     return out, False
+
+
+def _cookie(raw: bytes) -> int:
+    """idiag_cookie, __u32[2] low word first (sock_diag_save_cookie)."""
+    lo, hi = struct.unpack("=II", raw)
+    return lo | hi << 32
 
 
 def dump(family: int, protocol: int = socket.IPPROTO_TCP,

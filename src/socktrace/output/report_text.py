@@ -29,9 +29,13 @@ def _port(protocol: str, port: int) -> str:
     return f"port {port}" if protocol == "tcp" else f"{protocol} port {port}"
 
 
+def _seconds(s: float | None) -> str:
+    return "-" if s is None else f"{s:.2f}s"   # None: all open before tracing began
+
+
 def _lifetimes(t: Traffic) -> str:
     j = t.to_json()
-    return f"lifetime median {j['lifetime_median']:.2f}s, p95 {j['lifetime_p95']:.2f}s"
+    return f"lifetime median {_seconds(j['lifetime_median'])}, p95 {_seconds(j['lifetime_p95'])}"
 
 
 def _traffic(by_family: dict[str, Traffic]) -> str:
@@ -129,7 +133,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
                 j = t.to_json()
                 add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
                     f"{FAMILY_SHORT[proto]:<13} {t.connections:>6} {size(t.bytes_sent):>7} "
-                    f"{size(t.bytes_received):>8} {j['lifetime_median']:>7.2f}s {j['lifetime_p95']:>7.2f}s")
+                    f"{size(t.bytes_received):>8} {_seconds(j['lifetime_median']):>8} "
+                    f"{_seconds(j['lifetime_p95']):>8}")
 
     if r.failed:
         add("")

@@ -51,8 +51,8 @@ def close_detail(rec: ConnectionRecord) -> str:
     >>> close_detail({"duration": 2.5, "bytes_sent": 1536, "bytes_received": 80, "closed_by": "peer"})
     '2.50s 1.5K/80 peer'
     """
-    return (f"{rec['duration']:.2f}s {size(rec['bytes_sent'])}/{size(rec['bytes_received'])} "
-            f"{rec['closed_by']}")
+    lived = "-" if rec["duration"] is None else f"{rec['duration']:.2f}s"   # open before tracing
+    return f"{lived} {size(rec['bytes_sent'])}/{size(rec['bytes_received'])} {rec['closed_by']}"
 
 
 def format_row(rec: ConnectionRecord) -> str:

@@ -80,12 +80,17 @@ def connections(n: int) -> None:
     ls.close()
 
 
-def measure(command: str, workdir: Path) -> tuple[float, dict[str, float]]:
+# socktrace's options measured besides none: --metrics (the bytes: each
+# connection kept until its end, its payload summed there) and --lifetime
+VARIANTS = {"": [], "+metrics": ["--metrics", "127.0.0.1:19467"], "+lifetime": ["--lifetime"]}
+
+
+def measure(command: list[str], workdir: Path) -> tuple[float, dict[str, float]]:
     """ns per connection of every program of `command`'s socktrace, and per program."""
     log = workdir / "log"
     log.unlink(missing_ok=True)
-    p = subprocess.Popen([command, "--probe", "tracepoint", "-q", "--no-snapshot", "-o", str(log)],
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([command[0], "--probe", "tracepoint", "-q", "--no-snapshot", "-o", str(log),
+                          *command[1:]], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (log.exists() and b'"type":"ready"' in log.read_bytes()):
@@ -104,7 +109,9 @@ def measure(command: str, workdir: Path) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    tracers = {"socktrace": SOCKTRACE, **({"socktrace@compare": COMPARE} if COMPARE else {})}
+    tracers = {f"socktrace{v}": [SOCKTRACE, *args] for v, args in VARIANTS.items()}
+    if COMPARE:
+        tracers.update({f"socktrace{v}@compare": [COMPARE, *VARIANTS[v]] for v in ("", "+metrics")})
     old = open(STATS).read().strip()
     open(STATS, "w").write("1")
     results: dict[str, list] = {name: [] for name in tracers}

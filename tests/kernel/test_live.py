@@ -102,17 +102,30 @@ def test_burst_of_2000_connections_each_reported_once(socktrace, peer):
     st.wait_for(lambda r: r["type"] == "accept" and r["lport"] == port, count=2000, timeout=30)
     assert st.stop() == 0
     recs = st.records
-    accepts = [r for r in recs if r["type"] == "accept" and r["lport"] == port]
-    connects = [r for r in recs if r["type"] == "connect" and r["rport"] == port]
-    assert Counter(r["rport"] for r in accepts) == ports        # each connection once
-    # a handshake whose transition the kernel skipped (missed_runs) is
-    # reported at the socket's next one: the close
-    assert Counter(r["lport"] for r in connects) == ports, recs[-1]
-    assert {r["pid"] for r in accepts} == {server.pid}
-    assert {r["pid"] for r in connects} == {client.pid}
-    assert all(r["mapped"] and r["v6only"] is False for r in accepts)
-    assert not [r for r in recs if r["type"] == "unaccepted" and r["lport"] == port]
-    assert recs[-1]["type"] == "summary" and recs[-1]["lost"] == 0
+    summary = recs[-1]
+    assert summary["type"] == "summary" and summary["lost"] == 0
+    accepts = Counter(r["rport"] for r in recs if r["type"] == "accept" and r["lport"] == port)
+    connects = Counter(r["lport"] for r in recs if r["type"] == "connect" and r["rport"] == port)
+    unaccepted = [r for r in recs if r["type"] == "unaccepted" and r["lport"] == port]
+    # Each connection once.  Since Linux 6.1 the kernel skips a program
+    # already running on the CPU and counts it (missed_runs); a skipped
+    # handshake transition is recovered at the socket's next one, but a
+    # skipped SYN_SENT or accept exit is not (a kernel running tracepoint
+    # programs preemptibly skips even in process context).  So: nothing
+    # twice, nothing unknown, and a miss only where the kernel says it
+    # skipped (7.x under emulation: one connection of 2,000 in about one
+    # burst of nine).
+    missed = summary["missed_runs"]
+    for reported in (accepts, connects):
+        assert not reported - ports, summary          # twice, or never made
+        assert sum((ports - reported).values()) <= missed, summary
+    assert len(unaccepted) <= missed, unaccepted
+    if not missed:
+        assert accepts == ports and connects == ports and not unaccepted
+    assert {r["pid"] for r in recs if r["type"] == "accept" and r["lport"] == port} == {server.pid}
+    assert {r["pid"] for r in recs if r["type"] == "connect" and r["rport"] == port} == {client.pid}
+    assert all(r["mapped"] and r["v6only"] is False for r in recs
+               if r["type"] == "accept" and r["lport"] == port)
 
 
 @pytest.mark.parametrize("role", ["block-accept", "block-accept-close"])

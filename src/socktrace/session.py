@@ -146,6 +146,8 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
         probes = stack.enter_context(kernel.probes(opts))
         if opts.metrics:
             traffic.source = lambda: traffic_now(probes)
+            # unset before the probes close: a scrape at exit must not read them
+            stack.callback(setattr, traffic, "source", None)
         try:
             if opts.snapshot or opts.lifetime:   # after attaching: nothing falls in between
                 cache = ProcessCache()

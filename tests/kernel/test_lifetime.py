@@ -2,9 +2,12 @@
 sockets on this kernel: exact payload each way over a mapped, a native
 IPv6 and a plain IPv4 connection, the lifetime, who closed it (local,
 peer, reset), and the process that accepted it even when the close
-happens in softirq context.  Without --lifetime nothing changes.
+happens in softirq context; a connection open before tracing began; the
+report's traffic; the bytes of --metrics (exact, open and ended); each
+probe mode.  Without --lifetime no close record is built.
 """
 
+import json
 import os
 import socket
 import struct
@@ -14,7 +17,8 @@ import time
 
 import pytest
 
-from helpers import one
+import capabilities
+from helpers import SOCKTRACE, one
 
 OUT, BACK = 12345, 54321    # payload client -> server, server -> client
 LIVED = 0.5                 # seconds between the handshake and the close
@@ -137,7 +141,6 @@ sys.stdin.read()
 def test_close_records_in_the_table_and_not_in_the_connection_metrics(socktrace):
     """The table's close row; /metrics counts the connection once, not its end."""
     import re
-    from helpers import SOCKTRACE
     from test_agreement import free_port, scrape
     ls = listener(socket.AF_INET6)
     port, mport = ls.getsockname()[1], free_port()
@@ -180,8 +183,6 @@ def test_without_lifetime_no_close_record(socktrace):
 def test_report_gives_each_listeners_traffic_by_family(socktrace, tmp_path):
     """`socktrace report` on a --lifetime log: the dual-stack listener's
     exact payload each way, per family, and its lifetimes."""
-    import json
-    from helpers import SOCKTRACE
     ls = listener(socket.AF_INET6)
     port = ls.getsockname()[1]
     log = tmp_path / "trace.jsonl"
@@ -321,3 +322,32 @@ def test_a_connection_open_before_tracing_gets_its_close_record(socktrace):
     # nothing else of it: no accept or connect record (it began before)
     assert not [r for r in st.records if r["type"] in ("accept", "connect")
                 and cport in (r["lport"], r["rport"])]
+
+
+@pytest.mark.parametrize("mode", ["tracepoint", "kprobe", "kfunc"])
+def test_close_records_and_bytes_in_each_probe_mode(socktrace, mode):
+    """The ends and the bytes come from the raw tracepoint every mode
+    attaches, the starts from each mode's own hooks: a mapped connection's
+    exact payload in its close records and in /metrics, in each mode this
+    kernel loads (one it refuses is refused in one line: test_modes)."""
+    from test_agreement import free_port, scrape
+    works = {"tracepoint": True, "kprobe": capabilities.kprobes(), "kfunc": capabilities.fexit()}[mode]
+    if not works:
+        r = subprocess.run([SOCKTRACE, "--json", "--probe", mode, "--lifetime"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stdout == "" and r.stderr.startswith(f"Error: probe mode {mode}: ")
+        return
+    ls = listener(socket.AF_INET6)
+    port, mport = ls.getsockname()[1], free_port()
+    st = socktrace("--probe", mode, "--lifetime", "-P", str(port), "--metrics", f"127.0.0.1:{mport}")
+    assert st.ready["probe"] == mode
+    cport = exchange(ls, "127.0.0.1")
+    server = one(st, "close", lport=port, rport=cport)
+    client = one(st, "close", lport=cport, rport=port)
+    mapped = {dict(labels)["direction"]: v for (name, labels), v in scrape(mport).items()
+              if name == "socktrace_bytes_total" and dict(labels)["family"] == "ipv4_mapped"}
+    assert st.stop() == 0
+    assert (server["bytes_received"], server["bytes_sent"], server["mapped"]) == (OUT, BACK, True)
+    assert (client["bytes_sent"], client["bytes_received"]) == (OUT, BACK)
+    assert (server["pid"], client["pid"]) == (os.getpid(), os.getpid())
+    assert mapped == {"received": OUT, "sent": BACK}

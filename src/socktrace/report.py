@@ -19,6 +19,13 @@ from .vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES
     DualStackListener, DualStackListeners, RecordType, process_name
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
+# what a close record adds that the report sums: (field, the types it may have)
+CLOSE_REQUIRED = (("bytes_sent", int), ("bytes_received", int), ("duration", (int, float, type(None))))
+
+
+def _valid(value: Any, types) -> bool:
+    """A JSON value of one of `types` (true and false are no numbers)."""
+    return isinstance(value, types) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,14 @@ def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any
                 else:
                     if not isinstance(rec, dict) or "type" not in rec:
                         reason = "not a socktrace record"
-                    elif rec["type"] in CONNECTION_TYPES and any(k not in rec for k in REQUIRED):
+                    elif rec["type"] in CONNECTION_TYPES + (CLOSE,) and \
+                            any(k not in rec for k in REQUIRED):
                         missing = ", ".join(k for k in REQUIRED if k not in rec)
                         reason = f"{rec['type']} record without {missing}"
+                    elif rec["type"] == CLOSE and any(not _valid(rec.get(k), t)
+                                                      for k, t in CLOSE_REQUIRED):
+                        wrong = ", ".join(k for k, t in CLOSE_REQUIRED if not _valid(rec.get(k), t))
+                        reason = f"close record without a valid {wrong}"
                 if reason:
                     bad.append(BadLine(path, n, reason))
                 else:

@@ -180,8 +180,10 @@ def traffic_now(probes) -> dict:
     """The bytes of the reported connections (traffic.bytes_now): the
     kernel's, and sock_diag's counters of the open ones, in this network
     namespace."""
-    live = sockdiag.dump(socket.AF_INET6, info=True) + sockdiag.dump(socket.AF_INET, info=True)
-    return bytes_now(probes.traffic(), live, ns_inode("/proc/self/ns/net"))
+    kernel = probes.traffic()
+    live = (sockdiag.dump(socket.AF_INET6, info=True) + sockdiag.dump(socket.AF_INET, info=True)
+            if kernel.open else [])   # nothing open to look up: no dump
+    return bytes_now(kernel, live, ns_inode("/proc/self/ns/net"))
 
 
 def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict) -> Tee:

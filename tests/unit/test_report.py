@@ -190,3 +190,20 @@ def test_a_log_without_lifetime_says_what_is_missing():
     assert "No bytes or lifetimes: this log has no close records (socktrace --lifetime writes them)." \
         in text
     assert "traffic:" not in text and "Traffic of ended" not in text
+
+
+def test_a_bad_close_record_is_a_bad_line(tmp_path):
+    """A close record the report cannot sum is named and skipped, the rest
+    reported."""
+    good = close()
+    log = tmp_path / "log"
+    log.write_text("\n".join(json.dumps(r) for r in (
+        good, {k: v for k, v in good.items() if k != "bytes_sent"}, {**good, "duration": "x"},
+        {k: v for k, v in good.items() if k != "rport"})) + "\n")
+    bad = []
+    recs = list(read_log([str(log)], bad))
+    assert recs == [good]
+    assert [str(b) for b in bad] == [f"{log}:2: close record without a valid bytes_sent",
+                                     f"{log}:3: close record without a valid duration",
+                                     f"{log}:4: close record without rport"]
+    assert to_json(summarize(recs), bad)["processes"][0]["traffic"]["mapped"]["bytes_sent"] == 100

@@ -49,18 +49,14 @@ run() {  # run CONFIG: PROBE-OFFSETS[-perf], e.g. auto-headers, kprobe-btf-perf
     echo "SOCKTRACE-VM-END $config rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }
 
-live() {  # the host's live-tracer tests, unchanged, on this kernel (but for two of
-          # --lifetime's whose kernel part the others cover: the report and the table
-          # read records, which the host and the chroots test)
+live() {  # the host's live-tracer tests, unchanged, on this kernel
     echo "SOCKTRACE-VM-BEGIN live"
     start=$(cut -d' ' -f1 /proc/uptime)
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
     (cd /socktrace && $PY -m pytest -q --color=no -p no:cacheprovider -o addopts="" --rootdir=/tmp \
         tests/kernel/test_live.py tests/kernel/test_modes.py tests/kernel/test_lifecycle.py tests/kernel/test_udp.py \
         tests/kernel/test_lifetime.py \
-        tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener \
-        --deselect tests/kernel/test_lifetime.py::test_report_gives_each_listeners_traffic_by_family \
-        --deselect tests/kernel/test_lifetime.py::test_close_records_in_the_table_and_not_in_the_connection_metrics)
+        tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener)
     rc=$?
     echo "SOCKTRACE-VM-END live rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }

@@ -132,6 +132,10 @@ def floor() -> subprocess.Popen:
     return p
 
 
+# --lifetime's variant: UDP flows followed to their end, ended 1 s idle
+LIFETIME = ("--lifetime", "--udp-idle", "1")
+
+
 def tracer(command: str, mode: str, workdir: Path, *args: str) -> subprocess.Popen:
     log = workdir / "trace.jsonl"
     log.unlink(missing_ok=True)
@@ -162,8 +166,8 @@ def new_flow_client(n: int, out) -> None:
     out.send(ports)
 
 
-def new_flows(command: str, mode: str, workdir: Path) -> dict:
-    p = tracer(command, mode, workdir, "-u", "-P", str(PORT))
+def new_flows(command: str, mode: str, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
+    p = tracer(command, mode, workdir, "-u", "-P", str(PORT), *extra)
     try:
         pipes, procs = [], []
         t = time.monotonic()
@@ -179,37 +183,50 @@ def new_flows(command: str, mode: str, workdir: Path) -> dict:
         for proc in procs:
             proc.join()
         elapsed = time.monotonic() - t
-        time.sleep(0.5)
+        time.sleep(3.5 if extra else 0.5)   # --lifetime: the server's flows idle, swept
     finally:
         records = stop(p, workdir)
     outs = [r for r in records if r["type"] == "udp" and r["direction"] == "out" and r["rport"] == PORT]
     ins = [r for r in records if r["type"] == "udp" and r["direction"] == "in" and r["lport"] == PORT]
     summary = records[-1]
-    return {"flows_per_s": FLOWS / elapsed, "client_sockets": FLOWS, "distinct_ports": len(ports),
-            "out_reported": len(outs), "in_reported": len(ins),
-            "in_ports_once": Counter(r["rport"] for r in ins) == Counter(set(ports)),
-            "lost": summary["lost"]}
+    result = {"flows_per_s": FLOWS / elapsed, "client_sockets": FLOWS, "distinct_ports": len(ports),
+              "out_reported": len(outs), "in_reported": len(ins),
+              "in_ports_once": Counter(r["rport"] for r in ins) == Counter(set(ports)),
+              "lost": summary["lost"]}
+    if extra:   # each flow's close record, exactly once: the clients' at their socket's close
+        ends = [r for r in records if r["type"] == "close" and r.get("protocol") == "udp"]
+        client_ends = Counter((r["lport"], r["closed_by"]) for r in ends if r["rport"] == PORT)
+        server_ends = Counter(r["rport"] for r in ends if r["lport"] == PORT)
+        result.update(client_closes=sum(client_ends.values()),
+                      client_closes_local=sum(n for (_, by), n in client_ends.items() if by == "local"),
+                      server_closes=sum(server_ends.values()),
+                      closes_once=max(client_ends.values(), default=1) == 1
+                      and sum(client_ends.values()) == len(outs)
+                      and server_ends == Counter(r["rport"] for r in ins),
+                      datagrams=Counter(f"{r['datagrams_sent']}/{r['datagrams_received']}" for r in ends))
+    return result
 
 
 def main() -> None:
     found = modes()
-    tracers = [(f"socktrace-{m}", SOCKTRACE, m) for m in found]
+    tracers = [(f"socktrace-{m}", SOCKTRACE, m, ()) for m in found]
+    tracers.append((f"socktrace-{found[0]}+lifetime", SOCKTRACE, found[0], LIFETIME))
     if COMPARE:
-        tracers.append((f"socktrace-{found[0]}@compare", COMPARE, found[0]))
+        tracers.append((f"socktrace-{found[0]}@compare", COMPARE, found[0], ()))
     rounds: dict[str, list[float]] = {"none": []}
-    ratios: dict[str, list[float]] = {name: [] for name, _, _ in tracers}
+    ratios: dict[str, list[float]] = {name: [] for name, _, _, _ in tracers}
     ratios["empty cgroup programs"] = []
-    flows: dict[str, list[dict]] = {name: [] for name, _, _ in tracers}
+    flows: dict[str, list[dict]] = {name: [] for name, _, _, _ in tracers}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server = Server(work)
         try:
             dnsperf(work)   # warm up
             for r in range(ROUNDS):
-                for name, command, mode in tracers:
+                for name, command, mode, extra in tracers:
                     base = dnsperf(work)
                     rounds["none"].append(base)
-                    p = tracer(command, mode, work)
+                    p = tracer(command, mode, work, *extra)
                     try:
                         qps = dnsperf(work)
                     finally:
@@ -229,8 +246,8 @@ def main() -> None:
                     p.wait(60)
                 rounds.setdefault("empty cgroup programs", []).append(qps)
                 ratios["empty cgroup programs"].append(qps / base)
-            for name, command, mode in tracers:
-                flows[name].append(new_flows(command, mode, work))
+            for name, command, mode, extra in tracers:
+                flows[name].append(new_flows(command, mode, work, extra))
                 print(f"new flows, {name}: {flows[name][-1]}", file=sys.stderr)
         finally:
             server.stop()
@@ -257,6 +274,13 @@ def main() -> None:
         f = runs[0]
         lines.append(f"| {name} | {f['flows_per_s']:.0f} | {f['out_reported']} of {f['client_sockets']} | "
                      f"{f['in_reported']} of {f['distinct_ports']} | {f['in_ports_once']} | {f['lost']} |")
+    for name, runs in flows.items():
+        f = runs[0]
+        if "client_closes" in f:
+            lines += ["", f"{name}: close records: {f['client_closes']} of the clients' flows "
+                      f"({f['client_closes_local']} ended by their socket's close), {f['server_closes']} "
+                      f"of the server's, each once: {f['closes_once']}; datagrams sent/received: "
+                      + ", ".join(f"{k}: {n}" for k, n in sorted(f["datagrams"].items()))]
     (RESULTS / f"{NAME}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -746,16 +746,39 @@ struct udp_flow_key {
 	u16 pad[3];
 };
 
+/* What one hook knows of a datagram's length (udp_datagram's `bytes`) */
+#define UDP_COUNTED_LATER (-2)  /* nothing: a sock_*_length tracepoint counts it */
+#define UDP_NO_LENGTH     (-1)  /* it is one datagram, of unknown length */
+
+/* The event of a flow of socket `sk` that begins with a datagram to or
+ * from `peer`:`port`, in the sending or receiving task's context. */
+static __always_inline void udp_event(struct event *e, const void *sk, const u8 *peer,
+				      u16 port, u8 type)
+{
+	e->type = type;
+	set_task(e);
+	read_sock(e, sk);             /* the local address and port, the netns */
+	__builtin_memcpy(e->daddr, peer, sizeof(e->daddr));
+	e->dport = port;
+	e->v6only = type == EVENT_UDP_IN && e->family == AF_INET6 ? sock_ipv6only(sk)
+								   : V6ONLY_UNKNOWN;
+	/* the cgroup programs too may read the task and its memory (a root
+	 * loader's, bpf_base_func_proto: Linux 5.10+), so report() introduces
+	 * the process as for TCP: its name and command line from the kernel */
+}
+
+#ifndef LIFETIME
 /* flow -> when one of its datagrams was last seen.  LRU: past UDP_FLOWS_MAX
  * flows the least recently seen are forgotten, and reported again when
  * they come back (README, Limits). */
 BPF_TABLE("lru_hash", struct udp_flow_key, u64, udp_flows, UDP_FLOWS_MAX);
 
-/* A datagram of the socket whose cookie is `cookie`, to or from
- * `peer`:`port`: whether it begins a flow (new, or idle for UDP_IDLE_NS).
+/* A datagram of socket `sk` (cookie `cookie`), to or from `peer`:`port`:
+ * reported when it begins a flow (new, or idle for UDP_IDLE_NS).
  * The hot path: every datagram the hooks see comes here, and almost all
  * of them belong to a flow seen a moment ago. */
-static __always_inline bool udp_flow_begins(u64 cookie, const u8 *peer, u16 port)
+static __always_inline void udp_datagram(void *ctx, const void *sk, u64 cookie,
+					 const u8 *peer, u16 port, u8 type, s64 bytes)
 {
 	struct udp_flow_key key = {.cookie = cookie, .port = port};
 	u64 now = bpf_ktime_get_ns(), *last;
@@ -768,31 +791,130 @@ static __always_inline bool udp_flow_begins(u64 cookie, const u8 *peer, u16 port
 		if (now - seen < UDP_IDLE_NS) {
 			if (now - seen > UDP_REFRESH_NS)
 				udp_flows.update(&key, &now);
-			return false;
+			return;
 		}
 	}
 	udp_flows.update(&key, &now);
-	return true;
+	{
+		struct event e = {};   /* built only for a flow that begins */
+
+		udp_event(&e, sk, peer, port, type);
+		report(ctx, &e);
+	}
+}
+#else
+/* --lifetime: flow -> its struct udp_flow: its event, when it was last
+ * seen, its datagrams and bytes so far.  Its close record is sent when a
+ * datagram finds it idle, or by Python's sweep (Probes.take_ended_flows)
+ * once it is idle or its socket closed.  LRU as above: a flow forgotten
+ * for room has no close record (README, Limits). */
+BPF_TABLE("lru_hash", struct udp_flow_key, struct udp_flow, udp_flows, UDP_FLOWS_MAX);
+/* a new flow's value is built here: larger than the stack wants */
+BPF_PERCPU_ARRAY(udp_scratch, struct udp_flow, 1);
+/* cookies of UDP sockets released, and when: the sweep ends their flows */
+BPF_TABLE("lru_hash", u64, u64, udp_released, UDP_FLOWS_MAX);
+
+static __always_inline void udp_count(struct udp_flow *f, u8 type, s64 bytes)
+{
+	if (bytes == UDP_COUNTED_LATER)
+		return;
+	if (type == EVENT_UDP_OUT) {
+		__sync_fetch_and_add(&f->end.datagrams_sent, 1);
+		if (bytes > 0)
+			__sync_fetch_and_add(&f->end.bytes_acked, bytes);
+	} else {
+		__sync_fetch_and_add(&f->end.datagrams_received, 1);
+		if (bytes > 0)
+			__sync_fetch_and_add(&f->end.bytes_received, bytes);
+	}
 }
 
-/* The record of a flow of socket `sk` that begins with a datagram to or
- * from `peer`:`port`, in the sending or receiving task's context. */
-static __always_inline void udp_report(void *ctx, const void *sk, const u8 *peer, u16 port,
-				       u8 type)
+/* As without --lifetime, and a flow found idle is ended first: its close
+ * record goes now, as its entry is about to begin the new flow. */
+static __always_inline void udp_datagram(void *ctx, const void *sk, u64 cookie,
+					 const u8 *peer, u16 port, u8 type, s64 bytes)
 {
-	struct event e = {};
+	struct udp_flow_key key = {.cookie = cookie, .port = port};
+	u64 now = bpf_ktime_get_ns();
+	struct udp_flow *f;
+	u32 zero = 0;
 
-	e.type = type;
-	set_task(&e);
-	read_sock(&e, sk);             /* the local address and port, the netns */
-	__builtin_memcpy(e.daddr, peer, sizeof(e.daddr));
-	e.dport = port;
-	e.v6only = type == EVENT_UDP_IN && e.family == AF_INET6 ? sock_ipv6only(sk)
-								  : V6ONLY_UNKNOWN;
-	/* the cgroup programs too may read the task and its memory (a root
-	 * loader's, bpf_base_func_proto: Linux 5.10+), so the process is
-	 * introduced as for TCP: its name and command line from the kernel */
-	report(ctx, &e);
+	__builtin_memcpy(key.peer, peer, sizeof(key.peer));
+	f = udp_flows.lookup(&key);
+	if (f) {
+		if (now - f->seen < UDP_IDLE_NS) {
+			f->seen = now;
+			udp_count(f, type, bytes);
+			return;
+		}
+		if (f->end.opened_by) {
+			f->end.conn.type = EVENT_CLOSE;
+			f->end.conn.ts_ns = f->seen;
+			f->end.closed_by = CLOSED_BY_IDLE;
+			submit(ctx, &f->end, sizeof(f->end));
+		}
+	}
+	f = udp_scratch.lookup(&zero);
+	if (!f)
+		return;
+	__builtin_memset(f, 0, sizeof(*f));
+	udp_event(&f->end.conn, sk, peer, port, type);
+	if (report(ctx, &f->end.conn)) {
+		f->end.start_ns = f->end.conn.ts_ns;
+		f->end.opened_by = type;
+#ifdef HAVE_SOCK_LENGTH
+		f->end.udp_bytes = 1;
+#endif
+	}
+	f->seen = now;
+	udp_count(f, type, bytes);
+	udp_flows.update(&key, f);
+}
+
+/* The cgroup program of socket release (Linux 5.9+): a UDP socket's
+ * flows end with it.  They go by its cookie, or by its address where it
+ * had none when they began (udp_connected_peer): both are noted; the
+ * address is ctx itself, which a root loader's program may store.
+ * Returns 1: a release cannot be refused anyway. */
+int socktrace_udp_release(struct bpf_sock *ctx)
+{
+	u32 protocol = ctx->protocol;
+	u64 cookie, addr, now;
+
+	if (protocol == IPPROTO_UDP) {
+		cookie = bpf_get_socket_cookie(ctx);
+		now = bpf_ktime_get_ns();
+		udp_released.update(&cookie, &now);
+		asm volatile("%0 = %1" : "=r"(addr) : "r"(ctx));
+		udp_released.update(&addr, &now);
+	}
+	return 1;
+}
+#endif /* LIFETIME */
+
+#if defined(LIFETIME) && defined(HAVE_SOCK_LENGTH)
+/* The flow of the datagram a task's cgroup program saw, until the
+ * sock_*_length tracepoint at the end of the same system call counts its
+ * length (the programs see the address, not the length; the tracepoints
+ * the length, not an unconnected socket's peer). */
+BPF_TABLE("lru_hash", u64, struct udp_flow_key, udp_calls, 16384);
+#define UDP_HOOK_BYTES UDP_COUNTED_LATER
+#else
+#define UDP_HOOK_BYTES UDP_NO_LENGTH
+#endif
+
+/* A datagram a cgroup program saw */
+static __always_inline void udp_hooked(void *ctx, const void *sk, u64 cookie, const u8 *peer,
+				       u16 port, u8 type)
+{
+#if defined(LIFETIME) && defined(HAVE_SOCK_LENGTH)
+	struct udp_flow_key key = {.cookie = cookie, .port = port};
+	u64 id = bpf_get_current_pid_tgid();
+
+	__builtin_memcpy(key.peer, peer, sizeof(key.peer));
+	udp_calls.update(&id, &key);
+#endif
+	udp_datagram(ctx, sk, cookie, peer, port, type, UDP_HOOK_BYTES);
 }
 
 /* The struct sock behind a cgroup program's context, as a number: the
@@ -829,8 +951,7 @@ static __always_inline void udp_ipv4_peer(struct bpf_sock_addr *ctx, u8 type)
 	else
 		__builtin_memcpy(peer, &ip4, 4);
 	hport = __builtin_bswap16((u16)port);
-	if (udp_flow_begins(bpf_get_socket_cookie(ctx), peer, hport))
-		udp_report(ctx, sock_of(ctx), peer, hport, type);
+	udp_hooked(ctx, sock_of(ctx), bpf_get_socket_cookie(ctx), peer, hport, type);
 }
 
 static __always_inline void udp_ipv6_peer(struct bpf_sock_addr *ctx, u8 type)
@@ -845,8 +966,7 @@ static __always_inline void udp_ipv6_peer(struct bpf_sock_addr *ctx, u8 type)
 	peer[3] = ctx->user_ip6[3];
 	asm volatile("" : "+r"(port));
 	hport = __builtin_bswap16((u16)port);
-	if (udp_flow_begins(bpf_get_socket_cookie(ctx), (const u8 *)peer, hport))
-		udp_report(ctx, sock_of(ctx), (const u8 *)peer, hport, type);
+	udp_hooked(ctx, sock_of(ctx), bpf_get_socket_cookie(ctx), (const u8 *)peer, hport, type);
 }
 
 /* A send whose address the hook could not see (ancillary data made the
@@ -857,8 +977,8 @@ static __always_inline void udp_socket_peer(struct bpf_sock_addr *ctx, u8 type)
 	void *sk = sock_of(ctx);
 
 	read_sock(&e, sk);
-	if (e.dport && udp_flow_begins(bpf_get_socket_cookie(ctx), e.daddr, e.dport))
-		udp_report(ctx, sk, e.daddr, e.dport, type);
+	if (e.dport)
+		udp_hooked(ctx, sk, bpf_get_socket_cookie(ctx), e.daddr, e.dport, type);
 }
 
 static __always_inline bool is_udp_addr(struct bpf_sock_addr *ctx)
@@ -907,41 +1027,113 @@ int socktrace_udp6_recvmsg(struct bpf_sock_addr *ctx)
 }
 
 #ifdef HAVE_SOCK_LENGTH
-/* send() on a connected UDP socket sent `ret` bytes: its peer is the
- * socket's own.  Every socket's sends pass here, TCP's too, and most UDP
- * ones are unconnected (the cgroup programs saw them): the state, then
- * the protocol, are read first, and only what the flow's key needs after.
- * (sock_recv_length is not hooked: a connected socket's flow is reported
- * when it first sends, and every receive of every socket would pay.) */
-static __always_inline void udp_connected_send(void *ctx, const void *sk, int ret)
+#ifndef MSG_PEEK
+#define MSG_PEEK 2
+#endif
+
+/* The peer of a connected UDP socket `sk` into `peer` and `port`, and the
+ * key its flows go by: its cookie, which exists once anything asked for
+ * one (our cgroup programs, a sock_diag dump such as socktrace's
+ * snapshot, SO_COOKIE), else its address.  0 when it is not connected. */
+static __always_inline u64 udp_connected_peer(const void *sk, u8 *peer, u16 *port)
 {
-	u8 peer[16] = {};
-	u16 family, port;
+	u16 family;
 	u64 cookie;
 
-	if (ret <= 0 || read_u8(sk, OFF_SKC_STATE) != STATE_ESTABLISHED)
-		return;
-	if (sock_protocol(sk) != IPPROTO_UDP)
-		return;
+	if (read_u8(sk, OFF_SKC_STATE) != STATE_ESTABLISHED)
+		return 0;
 	family = sock_family(sk);
-	port = __builtin_bswap16(read_u16(sk, OFF_SKC_DPORT));
+	*port = __builtin_bswap16(read_u16(sk, OFF_SKC_DPORT));
 	if (family == AF_INET6)
 		bpf_probe_read_kernel(peer, 16, (const char *)sk + OFF_SKC_V6_DADDR);
 	else if (family == AF_INET)
 		bpf_probe_read_kernel(peer, 4, (const char *)sk + OFF_SKC_DADDR);
 	else
-		return;
-	/* a cookie exists once anything asked for one: our cgroup programs, a
-	 * sock_diag dump (socktrace's snapshot), SO_COOKIE; else the address */
+		return 0;
 	cookie = read_u64(sk, OFF_SKC_COOKIE);
-	if (udp_flow_begins(cookie ? cookie : (u64)sk, peer, port))
-		udp_report(ctx, sk, peer, port, EVENT_UDP_OUT);
+	return cookie ? cookie : (u64)sk;
+}
+
+#ifdef LIFETIME
+/* The length of a datagram whose cgroup program ran in this system call
+ * (udp_hooked): counted in its flow.  Whether there was one. */
+static __always_inline bool udp_hooked_length(const void *sk, int ret, u8 type)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct udp_flow_key *key = udp_calls.lookup(&id);
+	struct udp_flow_key k;
+	struct udp_flow *f;
+
+	if (!key)
+		return false;
+	k = *key;
+	udp_calls.delete(&id);
+	if (k.cookie != read_u64(sk, OFF_SKC_COOKIE))
+		return false;   /* left by a call on another socket that failed early */
+	f = ret > 0 ? udp_flows.lookup(&k) : 0;
+	if (f)
+		udp_count(f, type, ret);
+	return true;
+}
+#endif
+
+/* send() on a UDP socket sent `ret` bytes.  Every socket's sends pass
+ * here, TCP's too, and most UDP ones are unconnected (the cgroup programs
+ * saw them): the protocol is read first.  A connected socket's send that
+ * no cgroup program saw begins or counts the flow to its own peer. */
+static __always_inline void udp_sent(void *ctx, const void *sk, int ret)
+{
+	u8 peer[16] = {};
+	u16 port = 0;
+	u64 key;
+
+	if (sock_protocol(sk) != IPPROTO_UDP)
+		return;
+#ifdef LIFETIME
+	if (udp_hooked_length(sk, ret, EVENT_UDP_OUT))
+		return;
+#endif
+	if (ret <= 0)
+		return;
+	key = udp_connected_peer(sk, peer, &port);
+	if (key)
+		udp_datagram(ctx, sk, key, peer, port, EVENT_UDP_OUT, ret);
 }
 
 RAW_TRACEPOINT_PROBE(sock_send_length)
 {
-	udp_connected_send(ctx, (const void *)ctx->args[0], (int)ctx->args[1]);
+	udp_sent(ctx, (const void *)ctx->args[0], (int)ctx->args[1]);
 	return 0;
 }
+
+#ifdef LIFETIME
+/* recv() on a UDP socket returned `ret` bytes (--lifetime only: every
+ * receive of every socket pays for this).  A connected socket's datagram
+ * counts in the flow its first send began; it begins none. */
+static __always_inline void udp_received(const void *sk, int ret, int flags)
+{
+	struct udp_flow_key key = {};
+	struct udp_flow *f;
+
+	if (sock_protocol(sk) != IPPROTO_UDP)
+		return;
+	if (flags & MSG_PEEK)
+		ret = 0;   /* the same datagram comes again */
+	if (udp_hooked_length(sk, ret, EVENT_UDP_IN) || ret <= 0)
+		return;
+	key.cookie = udp_connected_peer(sk, key.peer, &key.port);
+	f = key.cookie ? udp_flows.lookup(&key) : 0;
+	if (f && bpf_ktime_get_ns() - f->seen < UDP_IDLE_NS) {
+		f->seen = bpf_ktime_get_ns();
+		udp_count(f, EVENT_UDP_IN, ret);
+	}
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+	udp_received((const void *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
+	return 0;
+}
+#endif /* LIFETIME */
 #endif /* HAVE_SOCK_LENGTH */
 #endif /* TRACE_UDP */

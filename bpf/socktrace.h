@@ -30,7 +30,7 @@
 #define EVENT_UDP_IN     7  /* a UDP flow's first datagram, received     */
 #define EVENT_UDP_OUT    8  /* a UDP flow's first datagram, sent         */
 #define EVENT_CLOSE      9  /* a TCP connection reported as accept or
-                               connect ended (--lifetime):
+                               connect, or a UDP flow, ended (--lifetime):
                                struct close_event                        */
 
 /* v6only when it is not known (AF_INET sockets, connects) */
@@ -83,22 +83,41 @@ struct cmdline_event {
 #define CLOSED_BY_LOCAL 1
 #define CLOSED_BY_PEER  2
 #define CLOSED_BY_RESET 3
+/* How a UDP flow ended: CLOSED_BY_LOCAL when its socket was closed here,
+ * or no datagram for --udp-idle seconds */
+#define CLOSED_BY_IDLE  4
 
-/* A connection's end (--lifetime): the event it was reported with, then
- * what it carried.  conn.type is EVENT_CLOSE and conn.ts_ns the time of
- * its close; start_ns the ts_ns it was reported with. */
+/* A connection's or UDP flow's end (--lifetime): the event it was
+ * reported with, then what it carried.  conn.type is EVENT_CLOSE and
+ * conn.ts_ns the time of its close (a UDP flow's: its last datagram);
+ * start_ns the ts_ns it was reported with. */
 struct close_event {
 	struct event conn;
 	__u64 start_ns;
-	__u64 bytes_acked;     /* payload sent and acknowledged by the peer
-	                          (tcp_sock.bytes_acked without SYN and FIN) */
-	__u64 bytes_received;  /* payload received (tcp_sock.bytes_received
+	__u64 bytes_acked;     /* TCP: payload sent and acknowledged by the peer
+	                          (tcp_sock.bytes_acked without SYN and FIN);
+	                          UDP: payload sent */
+	__u64 bytes_received;  /* payload received (TCP: tcp_sock.bytes_received
 	                          without the peer's FIN) */
 	__u32 retransmits;     /* tcp_sock.total_retrans: segments */
 	__u8  closed_by;       /* CLOSED_BY_* */
-	__u8  opened_by;       /* the type it was reported with: EVENT_ACCEPT or
-	                          EVENT_CONNECT (an accepted or a connected one) */
-	__u8  pad[2];
+	__u8  opened_by;       /* the type it was reported with: EVENT_ACCEPT,
+	                          EVENT_CONNECT, EVENT_UDP_IN or EVENT_UDP_OUT */
+	__u8  udp_bytes;       /* UDP: 1 when bytes_* count its datagrams'
+	                          payload (kernels with sock_send_length and
+	                          sock_recv_length), 0 when no hook saw them */
+	__u8  pad;
+	__u64 datagrams_sent;  /* UDP only */
+	__u64 datagrams_received;
+};
+
+/* A UDP flow followed to its end (--lifetime): the `udp_flows` map's
+ * value, which Python's sweep reads for the flows idle or whose socket
+ * closed.  end.conn is the flow's udp event; end.opened_by 0 when a
+ * kernel-side filter kept it from being reported (it has no end either). */
+struct udp_flow {
+	__u64 seen;            /* its last datagram: bpf_ktime_get_ns() */
+	struct close_event end;
 };
 
 /* A reported TCP connection while it is open (--lifetime, --metrics): the

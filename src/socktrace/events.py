@@ -43,6 +43,8 @@ EVENT_CONNECT = _C["EVENT_CONNECT"]
 EVENT_UDP_IN = _C["EVENT_UDP_IN"]
 EVENT_UDP_OUT = _C["EVENT_UDP_OUT"]
 EVENT_CLOSE = _C["EVENT_CLOSE"]
+CLOSED_BY_LOCAL = _C["CLOSED_BY_LOCAL"]
+CLOSED_BY_IDLE = _C["CLOSED_BY_IDLE"]
 # the kernel's event types that are connections or flows, and their records' type
 KIND_BY_TYPE = {EVENT_ACCEPT: RecordType.ACCEPT, EVENT_CONNECT: RecordType.CONNECT,
                 _C["EVENT_UNACCEPTED"]: RecordType.UNACCEPTED,
@@ -54,8 +56,8 @@ KIND_BY_TYPE = {EVENT_ACCEPT: RecordType.ACCEPT, EVENT_CONNECT: RecordType.CONNE
 TRAFFIC_FAMILIES = {_C["TRAFFIC_IPV4"]: "ipv4", _C["TRAFFIC_IPV6"]: "ipv6",
                     _C["TRAFFIC_IPV4_MAPPED"]: "mapped"}
 # who ended a connection (struct close_event's closed_by)
-CLOSED_BY = {_C["CLOSED_BY_LOCAL"]: "local", _C["CLOSED_BY_PEER"]: "peer",
-             _C["CLOSED_BY_RESET"]: "reset"}
+CLOSED_BY = {CLOSED_BY_LOCAL: "local", _C["CLOSED_BY_PEER"]: "peer",
+             _C["CLOSED_BY_RESET"]: "reset", CLOSED_BY_IDLE: "idle"}
 # a UDP flow's direction: whether its first datagram was received or sent
 DIRECTION_BY_TYPE = {EVENT_UDP_IN: IN, EVENT_UDP_OUT: OUT}
 # what an operator calls the errors that end a connect's handshake
@@ -148,13 +150,17 @@ class RawClose(ctypes.Structure):
         ("retransmits", ctypes.c_uint32),
         ("closed_by", ctypes.c_uint8),
         ("opened_by", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 2),
+        ("udp_bytes", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("datagrams_sent", ctypes.c_uint64),
+        ("datagrams_received", ctypes.c_uint64),
     ]
 
 
 # what struct close_event adds after its struct event: start_ns,
-# bytes_acked, bytes_received, retransmits, closed_by, opened_by
-CLOSE_STRUCT = struct.Struct("=QQQIBB2x")
+# bytes_acked, bytes_received, retransmits, closed_by, opened_by, udp_bytes,
+# datagrams_sent, datagrams_received
+CLOSE_STRUCT = struct.Struct("=QQQIBBBxQQ")
 
 
 class RawCmdline(ctypes.Structure):
@@ -196,8 +202,11 @@ class Connection:
     bytes_sent: int | None = None  # acknowledged by the peer
     bytes_received: int | None = None
     retransmits: int | None = None
-    closed_by: str | None = None   # local, peer (who sent the first FIN) or reset
-    opened_by: str | None = None   # the record that began it: accept or connect
+    closed_by: str | None = None   # local, peer (who sent the first FIN) or reset; a UDP
+                                   # flow's: local (its socket closed) or idle
+    opened_by: str | None = None   # the record that began it: accept, connect or udp
+    datagrams_sent: int | None = None      # a UDP flow's close only
+    datagrams_received: int | None = None
 
     @property
     def time(self) -> datetime:
@@ -205,8 +214,8 @@ class Connection:
 
     @property
     def protocol(self) -> str:
-        """tcp, or udp for a UDP flow."""
-        return UDP_PROTOCOL if self.kind is RecordType.UDP else TCP_PROTOCOL
+        """tcp, or udp for a UDP flow (and its close)."""
+        return UDP_PROTOCOL if self.kind is RecordType.UDP or self.direction else TCP_PROTOCOL
 
     @property
     def peer_is_ipv4(self) -> bool:
@@ -301,13 +310,18 @@ def decode(data: bytes, wall_offset_ns: int) -> Connection | ProcessGone | Proce
         "direction": DIRECTION_BY_TYPE.get(type_),
     }
     if type_ == EVENT_CLOSE:
-        start_ns, acked, received, retransmits, closed_by, opened_by = \
-            CLOSE_STRUCT.unpack_from(data, EVENT_STRUCT.size)
+        start_ns, acked, received, retransmits, closed_by, opened_by, udp_bytes, \
+            datagrams_sent, datagrams_received = CLOSE_STRUCT.unpack_from(data, EVENT_STRUCT.size)
         fields.update(duration=(ts_ns - start_ns) / 1e9 if start_ns else None,   # existing_event's
                       bytes_sent=acked,
                       bytes_received=received, retransmits=retransmits,
                       closed_by=CLOSED_BY.get(closed_by, str(closed_by)),
                       opened_by=KIND_BY_TYPE[opened_by].value)
+        if opened_by in DIRECTION_BY_TYPE:   # a UDP flow's
+            fields.update(direction=DIRECTION_BY_TYPE[opened_by], retransmits=None,
+                          datagrams_sent=datagrams_sent, datagrams_received=datagrams_received)
+            if not udp_bytes:   # no hook of this kernel saw the datagrams' lengths
+                fields.update(bytes_sent=None, bytes_received=None)
     return _connection(fields)
 
 

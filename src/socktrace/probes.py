@@ -37,12 +37,13 @@ from pathlib import Path
 from .kernel import headers
 from .kernel.sources import bpf_source_dir
 from .kernel.btf import BTF, BTFError
-from .kernel.cgroup_bpf import UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, UDP6_SENDMSG, \
-    CgroupError, CgroupLinks
+from .kernel.cgroup_bpf import INET_SOCK_RELEASE, UDP4_RECVMSG, UDP4_SENDMSG, UDP6_RECVMSG, \
+    UDP6_SENDMSG, CgroupError, CgroupLinks
 from .kernel.bpf_syscall import recursion_misses
 from .kernel.ringbuf import RingReader
 from .kernel.trampoline import fexit_refused
-from .events import TRAFFIC_FAMILIES, RawEvent, decode, stat_index
+from .events import CLOSED_BY_IDLE, CLOSED_BY_LOCAL, EVENT_CLOSE, TRAFFIC_FAMILIES, RawEvent, decode, \
+    stat_index
 from .traffic import KernelTraffic
 from .signals import Flag
 from .vocabulary import Drops
@@ -65,6 +66,8 @@ UDP_FLOWS_MAX = 65536    # UDP flows remembered (LRU): those older than --udp-id
 # the cgroup programs of bpf/socktrace.bpf.c (UDP flows) and where each is attached
 UDP_PROGRAMS = (("socktrace_udp4_sendmsg", UDP4_SENDMSG), ("socktrace_udp6_sendmsg", UDP6_SENDMSG),
                 ("socktrace_udp4_recvmsg", UDP4_RECVMSG), ("socktrace_udp6_recvmsg", UDP6_RECVMSG))
+# with --lifetime: a UDP socket's flows end when it is released
+UDP_LIFETIME_PROGRAMS = (("socktrace_udp_release", INET_SOCK_RELEASE),)
 FEXIT_TARGET = "inet_csk_accept"
 HALF_OPEN_MAX_NS = 60 * 10**9  # a pending entry whose handshake never completed
 
@@ -92,9 +95,11 @@ class Probes:
     The only object that holds a bcc one (made by Loader.load)."""
 
     def __init__(self, bpf, mode: Mode, ringbuf: bool, offsets_from: str,
-                 buffer_pages: int = RINGBUF_PAGES, cgroup: CgroupLinks | None = None):
+                 buffer_pages: int = RINGBUF_PAGES, cgroup: CgroupLinks | None = None,
+                 flow_ends: bool = False):
         self._bpf = bpf
         self._cgroup = cgroup          # the UDP flows' cgroup programs, linked
+        self._flow_ends = flow_ends    # UDP flows are followed to their end (--lifetime)
         self.mode = mode
         self.ringbuf = ringbuf
         self.offsets_from = offsets_from          # "BTF" or "kernel headers"
@@ -135,6 +140,39 @@ class Probes:
         for key, cloned in list(pending.items()):
             if now - cloned.value > HALF_OPEN_MAX_NS and key not in queued:
                 pending.pop(key, None)
+        return taken
+
+    def take_ended_flows(self, idle_ns: int) -> list[bytes]:
+        """Take out of the kernel the UDP flows that ended (--lifetime):
+        those without a datagram for `idle_ns` and those whose socket was
+        released, as the raw close events of the reported ones: an idle
+        one's at its last datagram (CLOSED_BY_IDLE), the others' at their
+        socket's release (CLOSED_BY_LOCAL).
+        A datagram that comes as its flow is taken may go uncounted, or
+        begin a flow of its own; the flow's close record is never lost."""
+        if not self._flow_ends:
+            return []
+        flows, released = self._bpf["udp_flows"], self._bpf["udp_released"]
+        gone = {}   # socket cookie or address -> when it was released
+        for key, when in list(released.items()):
+            gone[key.value] = when.value
+            released.pop(key, None)
+        now = time.monotonic_ns()   # the clock of bpf_ktime_get_ns()
+        taken = []
+        for key, flow in list(flows.items()):
+            closed = gone.get(key.cookie)
+            if closed is None and now - flow.seen < idle_ns:
+                continue
+            try:
+                del flows[key]
+            except KeyError:   # forgotten for room meanwhile
+                continue
+            if not flow.end.opened_by:
+                continue   # never reported (a kernel-side filter)
+            flow.end.conn.type = EVENT_CLOSE
+            flow.end.conn.ts_ns = flow.seen if closed is None else max(closed, flow.seen)
+            flow.end.closed_by = CLOSED_BY_IDLE if closed is None else CLOSED_BY_LOCAL
+            taken.append(ctypes.string_at(ctypes.addressof(flow.end), ctypes.sizeof(flow.end)))
         return taken
 
     def drops(self) -> Drops:
@@ -440,7 +478,8 @@ class Loader:
             raise ProbeError(f"UDP flows: {exc}") from None
         if self.kfilter.traffic:
             reserve_overflow(bpf["traffic"])
-        return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages, cgroup)
+        return Probes(bpf, mode, self.ringbuf, self.offsets_from, self.buffer_pages, cgroup,
+                      flow_ends=self.kfilter.udp and self.kfilter.lifetime)
 
     @property
     def sock_length_tracepoints(self) -> bool:
@@ -455,7 +494,8 @@ class Loader:
         links = CgroupLinks()
         try:
             license = lib.bpf_module_license(bpf.module)
-            for name, attach_type in UDP_PROGRAMS:
+            programs = UDP_PROGRAMS + (UDP_LIFETIME_PROGRAMS if self.kfilter.lifetime else ())
+            for name, attach_type in programs:
                 fn = name.encode()
                 links.attach(lib.bpf_function_start(bpf.module, fn),
                              lib.bpf_function_size(bpf.module, fn), license, attach_type, fn)

@@ -62,11 +62,14 @@ class ConnectionRecord(_Connection, total=False):
     processes: List[OwnerRecord]   # unaccepted only: every owner of the listener
     duration: Optional[float]  # close only (--lifetime): seconds since its accept/connect; None:
                                # it was open before tracing began
-    bytes_sent: int            # close only: acknowledged by the peer
-    bytes_received: int        # close only
+    bytes_sent: Optional[int]  # close only: TCP: acknowledged by the peer; UDP: None where the
+    bytes_received: Optional[int]  # kernel has no sock_*_length tracepoints (Linux < 6.3)
     retransmits: int           # close only: segments retransmitted
-    closed_by: str             # close only: local, peer (who sent the first FIN), reset
-    opened_by: str             # close only: accept or connect, the record that began it
+    closed_by: str             # close only: local, peer (who sent the first FIN), reset; a UDP
+                               # flow's: local (its socket was closed) or idle (--udp-idle)
+    opened_by: str             # close only: accept, connect or udp, the record that began it
+    datagrams_sent: int        # a UDP flow's close only
+    datagrams_received: int
 
 
 class _SocketListener(TypedDict):
@@ -168,7 +171,7 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
     """
     rec: ConnectionRecord = {
         "type": c.kind.value,
-        "protocol": UDP_PROTOCOL if c.kind == UDP else TCP_PROTOCOL,
+        "protocol": c.protocol,
         "time": iso_time(c.time_ns),
         "pid": c.pid or None,
         "tid": c.tid or None,
@@ -196,10 +199,15 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         rec["duration"] = None if c.duration is None else round(c.duration, 6)
         rec["bytes_sent"] = c.bytes_sent
         rec["bytes_received"] = c.bytes_received
-        rec["retransmits"] = c.retransmits
         rec["closed_by"] = c.closed_by
         rec["opened_by"] = c.opened_by
         rec["v6only"] = c.v6only   # an accepted one's listener's; None for a connect
+        if c.direction:   # a UDP flow's: no retransmits, but datagrams
+            rec["direction"] = c.direction
+            rec["datagrams_sent"] = c.datagrams_sent
+            rec["datagrams_received"] = c.datagrams_received
+        else:
+            rec["retransmits"] = c.retransmits
     elif c.kind != CONNECT:
         rec["v6only"] = c.v6only
     return rec

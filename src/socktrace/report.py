@@ -15,12 +15,16 @@ from typing import Any, Iterable, Iterator
 
 from .advice import advise
 from .classify import peer_family
-from .vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, \
-    DualStackListener, DualStackListeners, RecordType, process_name
+from .vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, IN, UDP, \
+    UDP_PROTOCOL, DualStackListener, DualStackListeners, RecordType, process_name
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 # what a close record adds that the report sums: (field, the types it may have)
 CLOSE_REQUIRED = (("bytes_sent", int), ("bytes_received", int), ("duration", (int, float, type(None))))
+# a UDP flow's: its bytes are null on kernels that cannot see them
+UDP_CLOSE_REQUIRED = (("bytes_sent", (int, type(None))), ("bytes_received", (int, type(None))),
+                      ("datagrams_sent", int), ("datagrams_received", int),
+                      ("duration", (int, float, type(None))))
 
 
 def _valid(value: Any, types) -> bool:
@@ -57,10 +61,12 @@ def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any
                             any(k not in rec for k in REQUIRED):
                         missing = ", ".join(k for k in REQUIRED if k not in rec)
                         reason = f"{rec['type']} record without {missing}"
-                    elif rec["type"] == CLOSE and any(not _valid(rec.get(k), t)
-                                                      for k, t in CLOSE_REQUIRED):
-                        wrong = ", ".join(k for k, t in CLOSE_REQUIRED if not _valid(rec.get(k), t))
-                        reason = f"close record without a valid {wrong}"
+                    elif rec["type"] == CLOSE:
+                        required = UDP_CLOSE_REQUIRED if rec.get("protocol") == UDP_PROTOCOL \
+                            else CLOSE_REQUIRED
+                        wrong = ", ".join(k for k, t in required if not _valid(rec.get(k), t))
+                        if wrong:
+                            reason = f"close record without a valid {wrong}"
                 if reason:
                     bad.append(BadLine(path, n, reason))
                 else:
@@ -83,35 +89,65 @@ def percentile(sorted_values: list[float], p: int) -> float:
 
 @dataclass
 class Traffic:
-    """What the ended connections of one peer family carried, from their
-    `close` records (socktrace --lifetime): how many, the payload each
-    way, how long they lived."""
+    """What the ended connections (or UDP flows) of one peer family
+    carried, from their `close` records (socktrace --lifetime): how many,
+    the payload each way, how long they lived; a UDP flow's datagrams too."""
     connections: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
     durations: list = field(default_factory=list)
+    udp: bool = False
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    unmeasured: int = 0   # UDP flows whose bytes their kernel could not see (Linux < 6.3)
 
     def add(self, rec: dict[str, Any]) -> None:
         self.connections += 1
-        self.bytes_sent += rec["bytes_sent"]
-        self.bytes_received += rec["bytes_received"]
+        if rec["bytes_sent"] is None:
+            self.unmeasured += 1
+        else:
+            self.bytes_sent += rec["bytes_sent"]
+            self.bytes_received += rec["bytes_received"]
         if rec["duration"] is not None:   # None: open before tracing began
             self.durations.append(rec["duration"])
+        if self.udp:
+            self.datagrams_sent += rec["datagrams_sent"]
+            self.datagrams_received += rec["datagrams_received"]
 
     def to_json(self) -> dict[str, Any]:
         """{"connections": 2, "bytes_sent": …, "bytes_received": …,
-        "lifetime_median": seconds, "lifetime_p95": seconds}"""
+        "lifetime_median": seconds, "lifetime_p95": seconds}, and for UDP
+        flows "datagrams_sent", "datagrams_received" and "bytes_unmeasured"
+        (flows whose bytes are not in bytes_*)."""
         d = sorted(self.durations)
-        return {"connections": self.connections, "bytes_sent": self.bytes_sent,
-                "bytes_received": self.bytes_received,
-                "lifetime_median": round(percentile(d, 50), 6) if d else None,
-                "lifetime_p95": round(percentile(d, 95), 6) if d else None}
+        j = {"connections": self.connections, "bytes_sent": self.bytes_sent,
+             "bytes_received": self.bytes_received,
+             "lifetime_median": round(percentile(d, 50), 6) if d else None,
+             "lifetime_p95": round(percentile(d, 95), 6) if d else None}
+        if self.udp:
+            j.update(datagrams_sent=self.datagrams_sent, datagrams_received=self.datagrams_received,
+                     bytes_unmeasured=self.unmeasured)
+        return j
+
+
+def traffic_key(rec: dict[str, Any]) -> str:
+    """What a close record's traffic counts under: its peer family
+    (classify.peer_family), prefixed udp_ for a UDP flow's.
+
+    >>> traffic_key({"protocol": "udp", "sock_family": "AF_INET6", "mapped": True})
+    'udp_mapped'
+    """
+    family = peer_family(rec["sock_family"], rec["mapped"])
+    return f"udp_{family}" if rec.get("protocol") == UDP_PROTOCOL else family
 
 
 def add_traffic(by_family: dict[str, Traffic], rec: dict[str, Any]) -> None:
     """Count a close record in its peer family's Traffic."""
-    proto = peer_family(rec["sock_family"], rec["mapped"])
-    by_family.setdefault(proto, Traffic()).add(rec)
+    key = traffic_key(rec)
+    t = by_family.get(key)
+    if t is None:
+        t = by_family[key] = Traffic(udp=rec.get("protocol") == UDP_PROTOCOL)
+    t.add(rec)
 
 
 @dataclass
@@ -205,7 +241,8 @@ def _closed(r: Report, rec: dict[str, Any]) -> None:
     r.closes += 1
     who = (rec["pid"], process_name(rec), rec.get("cmdline"))
     add_traffic(r.processes.setdefault(who, Process(*who)).traffic, rec)
-    if rec.get("opened_by") == ACCEPT and rec["sock_family"] == "AF_INET6":
+    came_in = rec.get("opened_by") == ACCEPT or rec.get("direction") == IN
+    if came_in and rec["sock_family"] == "AF_INET6":
         add_traffic(r.listener_traffic.setdefault(DualStackListeners.key_of(rec), {}), rec)
 
 

@@ -156,7 +156,8 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
                     probes.remember_existing(existing_lives(snap))
                 if opts.snapshot:
                     sink.existing(existing_records(opts.filter, snap, cache))
-            Tracer(probes, sink, opts.filter, unaccepted_after=opts.unaccepted_after).run(
+            Tracer(probes, sink, opts.filter, unaccepted_after=opts.unaccepted_after,
+                   udp_idle=opts.udp_idle).run(
                 app.stop, app.reopen, duration=opts.duration)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone
             probes.detach()

@@ -33,6 +33,7 @@ class Tracer:
     def __init__(self, probes: Probes, sink: Sink, flt: Filter = Filter(),
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
+                 udp_idle: float = 60.0,
                  sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take(
                      [None], protocols=("tcp",)),
                  own_netns: int | None = None):
@@ -42,6 +43,7 @@ class Tracer:
             cache or ProcessCache(), flt, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
             own_netns=own_netns if own_netns is not None else ns_inode("/proc/self/ns/net"))
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
+        self.udp_idle_ns = int(udp_idle * 1e9)
         self.sockets = sockets   # this network namespace's sockets now, with their processes
         self._reported_drops = Drops()
 
@@ -93,6 +95,7 @@ class Tracer:
                 self.sink.reopen()
             if time.monotonic() >= next_housekeeping:
                 self.sweep_unaccepted()
+                self._connections(self.probes.take_ended_flows(self.udp_idle_ns))
                 self.check_lost()
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         self.finish(events.drain)

@@ -339,11 +339,26 @@ def test_close_records_and_bytes_in_each_probe_mode(socktrace, mode):
         return
     ls = listener(socket.AF_INET6)
     port, mport = ls.getsockname()[1], free_port()
-    st = socktrace("--probe", mode, "--lifetime", "-P", str(port), "--metrics", f"127.0.0.1:{mport}")
+    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)   # a UDP flow on the same port
+    udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    udp.bind(("::", port))
+    st = socktrace("--probe", mode, "--lifetime", "-P", str(port), "--metrics", f"127.0.0.1:{mport}",
+                   "--udp-idle", "1")
     assert st.ready["probe"] == mode
     cport = exchange(ls, "127.0.0.1")
     server = one(st, "close", lport=port, rport=cport)
     client = one(st, "close", lport=cport, rport=port)
+    udp_client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_client.sendto(b"q" * 100, ("127.0.0.1", port))
+    _, peer = udp.recvfrom(4096)
+    udp.sendto(b"a" * 7, peer)
+    udp_client.recvfrom(4096)
+    udp_client.close()
+    exact = capabilities.sock_length_tracepoints()
+    flow = one(st, "close", protocol="udp", lport=port, rport=peer[1])   # idle after 1 s
+    assert (flow["mapped"], flow["datagrams_received"], flow["datagrams_sent"], flow["closed_by"]) \
+        == (True, 1, 1, "idle")
+    assert (flow["bytes_received"], flow["bytes_sent"]) == ((100, 7) if exact else (None, None))
     mapped = {dict(labels)["direction"]: v for (name, labels), v in scrape(mport).items()
               if name == "socktrace_bytes_total" and dict(labels)["family"] == "ipv4_mapped"}
     assert st.stop() == 0

@@ -143,3 +143,20 @@ def test_decode_close():
     assert (d.kind, d.duration, d.bytes_sent, d.bytes_received, d.retransmits, d.closed_by,
             d.opened_by) == (RecordType.CLOSE, 2.5, 12345, 54321, 2, "peer", "accept")
     assert (d.pid, d.comm, d.mapped, d.lport) == (31307, "java", True, 4243)
+
+
+@pytest.mark.parametrize("udp_bytes", [1, 0])
+def test_decode_udp_flow_close(udp_bytes):
+    """A UDP flow's end: its udp event, its datagrams, and its bytes only
+    where the kernel could count them (udp_bytes: sock_*_length hooked)."""
+    c = RawClose()
+    ctypes.memmove(ctypes.addressof(c), raw(ts_ns=3_000_000_000), ctypes.sizeof(RawEvent))
+    c.conn.type = _C["EVENT_CLOSE"]
+    c.start_ns, c.bytes_acked, c.bytes_received = 1_000_000_000, 300, 21
+    c.closed_by, c.opened_by, c.udp_bytes = _C["CLOSED_BY_IDLE"], _C["EVENT_UDP_IN"], udp_bytes
+    c.datagrams_sent, c.datagrams_received = 3, 4
+    d = decode(bytes(c), 0)
+    assert (d.kind, d.protocol, d.direction, d.duration, d.closed_by, d.opened_by) == \
+        (RecordType.CLOSE, "udp", "in", 2.0, "idle", "udp")
+    assert (d.datagrams_sent, d.datagrams_received, d.retransmits) == (3, 4, None)
+    assert (d.bytes_sent, d.bytes_received) == ((300, 21) if udp_bytes else (None, None))

@@ -180,8 +180,8 @@ def test_traffic_per_listener_and_process():
     text = format_report(r, [])
     assert ("    traffic: IPv4 (MAPPED): 4 ended, 9.8K sent, 10 received, lifetime median 1.50s, "
             "p95 8.80s; IPv6: 1 ended, 7 sent, 8 received, lifetime median 3.00s, p95 3.00s") in text
-    assert "Traffic of ended connections (6), by process and peer family" in text
-    assert "curl             IPv4               1      80     1.5K    0.25s    0.25s" in text
+    assert "Traffic of ended connections (6, UDP flows included), by process and peer family" in text
+    assert "curl             IPv4                   1      80     1.5K    0.25s    0.25s" in text
     assert "no close records" not in text
 
 
@@ -207,3 +207,40 @@ def test_a_bad_close_record_is_a_bad_line(tmp_path):
                                      f"{log}:3: close record without a valid duration",
                                      f"{log}:4: close record without rport"]
     assert to_json(summarize(recs), bad)["processes"][0]["traffic"]["mapped"]["bytes_sent"] == 100
+
+
+def udp_close(sent=300, received=21, datagrams=(3, 3), closed_by="idle", **kw):
+    """The close record of a UDP flow that came in (conn(**kw)'s socket)."""
+    return {**conn("close", **kw), "protocol": "udp", "opened_by": "udp", "direction": "in",
+            "duration": 0.5, "bytes_sent": sent, "bytes_received": received,
+            "datagrams_sent": datagrams[0], "datagrams_received": datagrams[1], "closed_by": closed_by}
+
+
+def test_udp_flow_traffic_apart_from_tcp():
+    """A dual-stack UDP socket's ended flows count under udp_* families,
+    with their datagrams; flows whose bytes their kernel could not see
+    (null) are counted as such, not as 0 bytes."""
+    recs = LIFETIME + [udp_close(lport=53, rport=40000 + n, comm="dnsmasq", pid=30,
+                                 cmdline="dnsmasq") for n in range(2)] + [
+        udp_close(lport=53, sent=None, received=None, datagrams=(1, 1), comm="dnsmasq", pid=30,
+                  cmdline="dnsmasq")]
+    r = summarize(recs)
+    j = to_json(r, [])
+    procs = {p["comm"]: p for p in j["processes"]}
+    assert procs["dnsmasq"]["traffic"] == {"udp_mapped": {
+        "connections": 3, "bytes_sent": 600, "bytes_received": 42,
+        "lifetime_median": 0.5, "lifetime_p95": 0.5,
+        "datagrams_sent": 7, "datagrams_received": 7, "bytes_unmeasured": 1}}
+    assert procs["java"]["traffic"]["mapped"]["connections"] == 4   # TCP's apart
+    text = format_report(r, [])
+    assert "dnsmasq          UDP IPv4 (MAPPED)      3     600       42    0.50s    0.50s" in text
+
+
+def test_a_udp_close_may_lack_bytes_but_not_datagrams(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("\n".join(json.dumps(r) for r in (
+        udp_close(sent=None, received=None), {**udp_close(), "datagrams_sent": None})) + "\n")
+    bad = []
+    recs = list(read_log([str(log)], bad))
+    assert len(recs) == 1 and recs[0]["bytes_sent"] is None
+    assert [b.reason for b in bad] == ["close record without a valid datagrams_sent"]

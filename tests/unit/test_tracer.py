@@ -44,6 +44,10 @@ class FakeProbes:
         self.unaccepted = [(a, r) for a, r in self.unaccepted if a < older_than_ns]
         return taken
 
+    def take_ended_flows(self, idle_ns):
+        self.calls.append(f"flows idle {idle_ns}")
+        return []
+
     def drops(self):
         return self.counters
 

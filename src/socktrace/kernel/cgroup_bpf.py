@@ -30,9 +30,12 @@ import tempfile
 from .bpf_syscall import BPF_LINK_CREATE, BPF_PROG_LOAD
 from .bpf_syscall import bpf as _bpf
 
-PROG_TYPE_CGROUP_SOCK_ADDR = 18
+PROG_TYPE_CGROUP_SOCK, PROG_TYPE_CGROUP_SOCK_ADDR = 9, 18
 # enum bpf_attach_type (include/uapi/linux/bpf.h)
 UDP4_SENDMSG, UDP6_SENDMSG, UDP4_RECVMSG, UDP6_RECVMSG = 14, 15, 19, 20
+INET_SOCK_RELEASE = 34   # Linux 5.9+
+# the program type each attach type takes (the rest are socket-address ones)
+_PROG_TYPES = {INET_SOCK_RELEASE: PROG_TYPE_CGROUP_SOCK}
 MNT_DETACH = 2
 LOG_SIZE = 1 << 20
 
@@ -44,12 +47,14 @@ class CgroupError(Exception):
 
 
 def load(insns: int, size: int, license: bytes, attach_type: int, name: bytes) -> int:
-    """A CGROUP_SOCK_ADDR program from `size` bytes of instructions at
-    address `insns`, for `attach_type`: its fd.  The verifier's log is in
-    the error when the kernel refuses it."""
+    """A cgroup program (CGROUP_SOCK_ADDR, or CGROUP_SOCK for a socket's
+    release) from `size` bytes of instructions at address `insns`, for
+    `attach_type`: its fd.  The verifier's log is in the error when the
+    kernel refuses it."""
     lic = ctypes.create_string_buffer(license)
     attr = ctypes.create_string_buffer(128)  # union bpf_attr, BPF_PROG_LOAD's part
-    struct.pack_into("=IIQQIIQII16sII", attr, 0, PROG_TYPE_CGROUP_SOCK_ADDR, size // 8, insns,
+    prog_type = _PROG_TYPES.get(attach_type, PROG_TYPE_CGROUP_SOCK_ADDR)
+    struct.pack_into("=IIQQIIQII16sII", attr, 0, prog_type, size // 8, insns,
                      ctypes.addressof(lic), 0, 0, 0, 0, 0, name[:15], 0, attach_type)
     try:
         return _bpf(BPF_PROG_LOAD, attr)

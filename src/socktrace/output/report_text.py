@@ -11,7 +11,9 @@ from .names import pid_list, size
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
                   "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
-FAMILY_SHORT = {"mapped": "IPv4 (MAPPED)", "ipv4": "IPv4", "ipv6": "IPv6"}
+# report.traffic_key's keys
+FAMILY_SHORT = {"mapped": "IPv4 (MAPPED)", "ipv4": "IPv4", "ipv6": "IPv6",
+                "udp_mapped": "UDP IPv4 (MAPPED)", "udp_ipv4": "UDP IPv4", "udp_ipv6": "UDP IPv6"}
 UDP_PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: udp6)",
                       "ipv4": "plain IPv4 (udp)", "ipv6": "native IPv6 (udp6)"}
 
@@ -46,8 +48,22 @@ def _traffic(by_family: dict[str, Traffic]) -> str:
     'IPv4 (MAPPED): 1 ended, 1.5K sent, 80 received, lifetime median 2.50s, p95 2.50s'
     """
     return "; ".join(
-        f"{FAMILY_SHORT[p]}: {t.connections} ended, {size(t.bytes_sent)} sent, "
-        f"{size(t.bytes_received)} received, {_lifetimes(t)}" for p, t in _most_bytes(by_family))
+        f"{FAMILY_SHORT[p]}: {t.connections} ended, {_bytes(t.bytes_sent, t)} sent, "
+        f"{_bytes(t.bytes_received, t)} received{_datagrams(t)}, {_lifetimes(t)}"
+        for p, t in _most_bytes(by_family))
+
+
+def _bytes(n: int, t: Traffic) -> str:
+    """A byte sum; '?' when none of its UDP flows' bytes could be seen."""
+    return "?" if t.unmeasured == t.connections else size(n)
+
+
+def _datagrams(t: Traffic) -> str:
+    """ (3/5 datagrams) for UDP flows, and how many had no byte count."""
+    if not t.udp:
+        return ""
+    unmeasured = f", bytes of {t.unmeasured} unseen" if t.unmeasured else ""
+    return f" ({t.datagrams_sent}/{t.datagrams_received} datagrams{unmeasured})"
 
 
 def _most_bytes(by_family: dict[str, Traffic]) -> list[tuple[str, Traffic]]:
@@ -125,15 +141,16 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
         busiest = sorted((p for p in procs if p.traffic), key=lambda p: -sum(
             t.bytes_sent + t.bytes_received for t in p.traffic.values()))
         add("")
-        add(f"Traffic of ended connections ({r.closes}), by process and peer family, most bytes first:")
-        add(f"  {'PID':>7} {'COMM':<16} {'FAMILY':<13} {'ENDED':>6} {'SENT':>7} {'RECEIVED':>8} "
+        add(f"Traffic of ended connections ({r.closes}, UDP flows included), by process and peer "
+            f"family, most bytes first:")
+        add(f"  {'PID':>7} {'COMM':<16} {'FAMILY':<17} {'ENDED':>6} {'SENT':>7} {'RECEIVED':>8} "
             f"{'MEDIAN':>8} {'P95':>8}")
         for p in busiest[:top]:
             for proto, t in _most_bytes(p.traffic):
                 j = t.to_json()
                 add(f"  {p.pid if p.pid is not None else '?':>7} {escape(p.comm or '?'):<16} "
-                    f"{FAMILY_SHORT[proto]:<13} {t.connections:>6} {size(t.bytes_sent):>7} "
-                    f"{size(t.bytes_received):>8} {_seconds(j['lifetime_median']):>8} "
+                    f"{FAMILY_SHORT[proto]:<17} {t.connections:>6} {_bytes(t.bytes_sent, t):>7} "
+                    f"{_bytes(t.bytes_received, t):>8} {_seconds(j['lifetime_median']):>8} "
                     f"{_seconds(j['lifetime_p95']):>8}")
 
     if r.failed:

@@ -46,13 +46,22 @@ def local_clock(utc_second: str) -> str:
 
 
 def close_detail(rec: ConnectionRecord) -> str:
-    """A close row's last column: lifetime, bytes sent/received, who closed.
+    """A close row's last column: lifetime, bytes sent/received (a UDP
+    flow's datagrams too; '?' for bytes its kernel could not see), who or
+    what ended it.
 
     >>> close_detail({"duration": 2.5, "bytes_sent": 1536, "bytes_received": 80, "closed_by": "peer"})
     '2.50s 1.5K/80 peer'
+    >>> close_detail({"duration": 0.5, "bytes_sent": None, "bytes_received": None, "closed_by": "idle",
+    ...               "datagrams_sent": 3, "datagrams_received": 2})
+    '0.50s ?/? 3/2dg idle'
     """
     lived = "-" if rec["duration"] is None else f"{rec['duration']:.2f}s"   # open before tracing
-    return f"{lived} {size(rec['bytes_sent'])}/{size(rec['bytes_received'])} {rec['closed_by']}"
+    sent, received = rec["bytes_sent"], rec["bytes_received"]
+    moved = "?/?" if sent is None else f"{size(sent)}/{size(received)}"
+    if "datagrams_sent" in rec:
+        moved += f" {rec['datagrams_sent']}/{rec['datagrams_received']}dg"
+    return f"{lived} {moved} {rec['closed_by']}"
 
 
 def format_row(rec: ConnectionRecord) -> str:

@@ -132,8 +132,10 @@ def floor() -> subprocess.Popen:
     return p
 
 
-# --lifetime's variant: UDP flows followed to their end, ended 1 s idle
-LIFETIME = ("--lifetime", "--udp-idle", "1")
+# --lifetime's variant: UDP flows followed to their end; the server's end
+# IDLE s after their datagram (longer than a new-flows run: one flow per port)
+IDLE = 5
+LIFETIME = ("--lifetime", "--udp-idle", str(IDLE))
 
 
 def tracer(command: str, mode: str, workdir: Path, *args: str) -> subprocess.Popen:
@@ -183,7 +185,7 @@ def new_flows(command: str, mode: str, workdir: Path, extra: tuple[str, ...] = (
         for proc in procs:
             proc.join()
         elapsed = time.monotonic() - t
-        time.sleep(3.5 if extra else 0.5)   # --lifetime: the server's flows idle, swept
+        time.sleep(IDLE + 2 if extra else 0.5)   # --lifetime: the server's flows idle, swept
     finally:
         records = stop(p, workdir)
     outs = [r for r in records if r["type"] == "udp" and r["direction"] == "out" and r["rport"] == PORT]
@@ -195,13 +197,13 @@ def new_flows(command: str, mode: str, workdir: Path, extra: tuple[str, ...] = (
               "lost": summary["lost"]}
     if extra:   # each flow's close record, exactly once: the clients' at their socket's close
         ends = [r for r in records if r["type"] == "close" and r.get("protocol") == "udp"]
-        client_ends = Counter((r["lport"], r["closed_by"]) for r in ends if r["rport"] == PORT)
+        client_ends = [r for r in ends if r["rport"] == PORT]
         server_ends = Counter(r["rport"] for r in ends if r["lport"] == PORT)
-        result.update(client_closes=sum(client_ends.values()),
-                      client_closes_local=sum(n for (_, by), n in client_ends.items() if by == "local"),
+        # a port is reused by later sockets: each flow's close, as many as its udp records
+        result.update(client_closes=len(client_ends),
+                      client_closes_local=sum(r["closed_by"] == "local" for r in client_ends),
                       server_closes=sum(server_ends.values()),
-                      closes_once=max(client_ends.values(), default=1) == 1
-                      and sum(client_ends.values()) == len(outs)
+                      closes_once=Counter(r["lport"] for r in client_ends) == Counter(r["lport"] for r in outs)
                       and server_ends == Counter(r["rport"] for r in ins),
                       datagrams=Counter(f"{r['datagrams_sent']}/{r['datagrams_received']}" for r in ends))
     return result
@@ -280,7 +282,8 @@ def main() -> None:
             lines += ["", f"{name}: close records: {f['client_closes']} of the clients' flows "
                       f"({f['client_closes_local']} ended by their socket's close), {f['server_closes']} "
                       f"of the server's, each once: {f['closes_once']}; datagrams sent/received: "
-                      + ", ".join(f"{k}: {n}" for k, n in sorted(f["datagrams"].items()))]
+                      + ", ".join(f"{k}: {n}" for k, n in sorted(
+                          f["datagrams"].items(), key=lambda kn: tuple(map(int, kn[0].split("/")))))]
     (RESULTS / f"{NAME}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

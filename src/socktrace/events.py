@@ -161,6 +161,49 @@ class RawClose(ctypes.Structure):
 # bytes_acked, bytes_received, retransmits, closed_by, opened_by, udp_bytes,
 # datagrams_sent, datagrams_received
 CLOSE_STRUCT = struct.Struct("=QQQIBBBxQQ")
+_OPENED_BY, _CLOSED_BY = RawClose.opened_by.offset, RawClose.closed_by.offset
+
+
+def ended_flows(keys: bytes, values: bytes, key_size: int, value_size: int,
+                released: dict[int, int], now_ns: int, idle_ns: int) -> tuple[bytes, list[bytes]]:
+    """The UDP flows that ended, from the packed entries of the kernel's
+    `udp_flows` map (--lifetime: struct udp_flow_key -> struct udp_flow,
+    whose `seen` comes first and `end` after it; each key begins with the
+    socket's cookie): those idle for `idle_ns` and those whose socket was
+    `released` (its cookie or address -> when).  Returns their keys, to
+    delete, and the close events of the reported ones: an idle one's at
+    its last datagram (closed_by CLOSED_BY_IDLE), the others' at their
+    socket's release (CLOSED_BY_LOCAL).
+
+    >>> end = RawClose(); end.opened_by = EVENT_UDP_IN; end.start_ns = 10
+    >>> entry = lambda seen: struct.pack("=Q", seen) + bytes(end)
+    >>> keys = struct.pack("=Q24x", 7) + struct.pack("=Q24x", 8) + struct.pack("=Q24x", 9)
+    >>> values = entry(100) + entry(900) + entry(950)
+    >>> gone, events = ended_flows(keys, values, 32, len(entry(0)), {9: 990}, 1000, 500)
+    >>> [struct.unpack_from("=Q", k)[0] for k in (gone[:32], gone[32:])]
+    [7, 9]
+    >>> [(c.kind, c.closed_by, c.time_ns, c.duration) for c in (decode(e, 0) for e in events)]
+    [(<RecordType.CLOSE: 'close'>, 'idle', 100, 9e-08), (<RecordType.CLOSE: 'close'>, 'local', 990, 9.8e-07)]
+    """
+    n = len(values) // value_size
+    seen = memoryview(values).cast("Q")[::value_size // 8]
+    cookies = memoryview(keys).cast("Q")[::key_size // 8]
+    gone, events = [], []
+    for i in range(n):
+        closed = released.get(cookies[i])
+        if closed is None and now_ns - seen[i] < idle_ns:
+            continue
+        gone.append(keys[i * key_size:(i + 1) * key_size])
+        at = i * value_size + 8
+        end = bytearray(values[at:at + ctypes.sizeof(RawClose)])
+        if not end[_OPENED_BY]:
+            continue   # never reported (a kernel-side filter): no end either
+        end[0] = EVENT_CLOSE
+        struct.pack_into("=Q", end, RawEvent.ts_ns.offset,
+                         seen[i] if closed is None else max(closed, seen[i]))
+        end[_CLOSED_BY] = CLOSED_BY_IDLE if closed is None else CLOSED_BY_LOCAL
+        events.append(bytes(end))
+    return b"".join(gone), events
 
 
 class RawCmdline(ctypes.Structure):

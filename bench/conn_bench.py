@@ -269,7 +269,8 @@ def main() -> None:
         ([f"socktrace-{modes[0]}+metrics"] if METRICS else []) + \
         ([f"socktrace-{modes[0]}+lifetime"] if LIFETIME else []) + \
         ([f"socktrace-{modes[0]}@compare"] if COMPARE else []) + \
-        ([f"socktrace-{modes[0]}+metrics@compare"] if COMPARE and METRICS else []) + ["bpftrace"] + \
+        ([f"socktrace-{modes[0]}+metrics@compare"] if COMPARE and METRICS else []) + \
+        ([f"socktrace-{modes[0]}+lifetime@compare"] if COMPARE and LIFETIME else []) + ["bpftrace"] + \
         (["bcc"] if bcc_tools_run() else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     try:

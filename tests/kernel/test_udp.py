@@ -360,3 +360,31 @@ def test_udp_flow_close_records_count_each_datagram(socktrace):
     ended = [r for r in st.records if r["type"] == "close"
              and any(p in (r["lport"], r["rport"]) for p, _ in ports.values())]
     assert len(ended) == len(got)
+
+
+def test_connected_clients_one_after_another_are_each_a_flow(socktrace):
+    """A resolver's way (glibc's res_send): a new AF_INET socket per query,
+    connected, send(), recv(), closed.  No cgroup program sees such a
+    socket, so it has no cookie, and the next one often gets the same
+    kernel address: each is still a flow of its own (Linux 6.3+: before,
+    send() on a connected socket is not seen at all)."""
+    server = udp_socket()
+    port = server.getsockname()[1]
+    st = socktrace("-u", "-P", str(port))
+    lports = []
+    for _ in range(200):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.connect(("127.0.0.1", port))
+        c.send(b"q")
+        _, peer = server.recvfrom(16)
+        server.sendto(b"a", peer)
+        c.recv(16)
+        lports.append(c.getsockname()[1])
+        c.close()
+    if capabilities.sock_length_tracepoints():
+        st.wait_for(lambda r: r["type"] == "udp" and r["direction"] == "out" and r["rport"] == port,
+                    count=len(lports))
+    time.sleep(0.5)
+    assert st.stop() == 0
+    outs = sorted(r["lport"] for r in flows(st, port) if r["direction"] == "out")
+    assert outs == (sorted(lports) if capabilities.sock_length_tracepoints() else [])

@@ -1128,6 +1128,7 @@ static __always_inline void udp_received(const void *sk, int ret, int flags)
 {
 	struct udp_flow_key key = {};
 	struct udp_flow *f;
+	u64 now;
 
 	if (sock_protocol(sk) != IPPROTO_UDP)
 		return;
@@ -1137,8 +1138,9 @@ static __always_inline void udp_received(const void *sk, int ret, int flags)
 		return;
 	key.cookie = udp_connected_peer(sk, key.peer, &key.port);
 	f = key.cookie ? udp_flows.lookup(&key) : 0;
-	if (f && bpf_ktime_get_ns() - f->seen < UDP_IDLE_NS) {
-		f->seen = bpf_ktime_get_ns();
+	now = bpf_ktime_get_ns();
+	if (f && now - f->seen < UDP_IDLE_NS) {
+		f->seen = now;
 		udp_count(f, EVENT_UDP_IN, ret);
 	}
 }

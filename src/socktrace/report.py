@@ -15,8 +15,8 @@ from typing import Any, Iterable, Iterator
 
 from .advice import advise
 from .classify import peer_family
-from .vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, IN, UDP, \
-    UDP_PROTOCOL, DualStackListener, DualStackListeners, RecordType, process_name
+from .vocabulary import CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, UDP_PROTOCOL, \
+    DualStackListener, DualStackListeners, RecordType, came_in, process_name, protocol_of
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 # what a close record adds that the report sums: (field, the types it may have)
@@ -62,7 +62,7 @@ def read_log(paths: Iterable[str], bad: list[BadLine]) -> Iterator[dict[str, Any
                         missing = ", ".join(k for k in REQUIRED if k not in rec)
                         reason = f"{rec['type']} record without {missing}"
                     elif rec["type"] == CLOSE:
-                        required = UDP_CLOSE_REQUIRED if rec.get("protocol") == UDP_PROTOCOL \
+                        required = UDP_CLOSE_REQUIRED if protocol_of(rec) == UDP_PROTOCOL \
                             else CLOSE_REQUIRED
                         wrong = ", ".join(k for k, t in required if not _valid(rec.get(k), t))
                         if wrong:
@@ -138,7 +138,7 @@ def traffic_key(rec: dict[str, Any]) -> str:
     'udp_mapped'
     """
     family = peer_family(rec["sock_family"], rec["mapped"])
-    return f"udp_{family}" if rec.get("protocol") == UDP_PROTOCOL else family
+    return f"udp_{family}" if protocol_of(rec) == UDP_PROTOCOL else family
 
 
 def add_traffic(by_family: dict[str, Traffic], rec: dict[str, Any]) -> None:
@@ -146,7 +146,7 @@ def add_traffic(by_family: dict[str, Traffic], rec: dict[str, Any]) -> None:
     key = traffic_key(rec)
     t = by_family.get(key)
     if t is None:
-        t = by_family[key] = Traffic(udp=rec.get("protocol") == UDP_PROTOCOL)
+        t = by_family[key] = Traffic(udp=key.startswith("udp_"))
     t.add(rec)
 
 
@@ -241,8 +241,7 @@ def _closed(r: Report, rec: dict[str, Any]) -> None:
     r.closes += 1
     who = (rec["pid"], process_name(rec), rec.get("cmdline"))
     add_traffic(r.processes.setdefault(who, Process(*who)).traffic, rec)
-    came_in = rec.get("opened_by") == ACCEPT or rec.get("direction") == IN
-    if came_in and rec["sock_family"] == "AF_INET6":
+    if came_in(rec) and rec["sock_family"] == "AF_INET6":
         add_traffic(r.listener_traffic.setdefault(DualStackListeners.key_of(rec), {}), rec)
 
 

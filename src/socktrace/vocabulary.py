@@ -56,12 +56,17 @@ CLOSE = RecordType.CLOSE.value
 def came_in(rec: Mapping[str, Any]) -> bool:
     """Whether a record's connection or flow came in through a socket the
     local side listens on: a TCP listener's accept (or queued connection),
-    or a UDP flow whose first datagram was received.
+    or a UDP flow whose first datagram was received; a `close` as the
+    record that began it (its `opened_by`).
 
     >>> came_in({"type": "accept"}), came_in({"type": "udp", "direction": "out"})
     (True, False)
+    >>> came_in({"type": "close", "opened_by": "udp", "direction": "in"})
+    True
     """
     kind = rec["type"]
+    if kind == CLOSE:
+        kind = rec.get("opened_by")
     return kind in THROUGH_LISTENER or (kind == UDP and rec.get("direction") == IN)
 
 

@@ -206,10 +206,20 @@ def test_report_gives_each_listeners_traffic_by_family(socktrace, tmp_path):
     # by process: this test is both ends, its connects from AF_INET
     # sockets (ipv4) and one AF_INET6 (ipv6: both ends of that one)
     [me] = [p for p in report["processes"] if p["pid"] == os.getpid()]
-    assert {f: (t["connections"], t["bytes_sent"], t["bytes_received"])
-            for f, t in me["traffic"].items()} == {
-        "ipv4": (2, 2 * OUT, 2 * BACK), "mapped": (2, 2 * BACK, 2 * OUT),
-        "ipv6": (2, OUT + BACK, OUT + BACK)}
+    got = {f: (t["connections"], t["bytes_sent"], t["bytes_received"])
+           for f, t in me["traffic"].items()}
+    want = {"ipv4": (2, 2 * OUT, 2 * BACK), "mapped": (2, 2 * BACK, 2 * OUT),
+            "ipv6": (2, OUT + BACK, OUT + BACK)}
+    # The clients' ends are not waited for (the servers' are): one whose
+    # CLOSE run the kernel skipped has no record (README, Limits; seen once
+    # in a loaded chroot run: the ::1 client's).  Exact unless the summary
+    # counts skipped runs, and never more missing than it counts.
+    missed = json.loads(log.read_text().splitlines()[-1])["missed_runs"]
+    if missed == 0 or got == want:
+        assert got == want
+    else:
+        missing = sum(want[f][0] - got.get(f, (0,))[0] for f in want)
+        assert 0 < missing <= missed and got["mapped"] == want["mapped"], (got, missed)
 
 
 BYTES_PEER = f"""

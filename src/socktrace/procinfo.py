@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .containers import ContainerRecord, Containers
+from .runtimes import Runtimes, host_root
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
     comm: str | None      # None: the process was gone before we looked
     cmdline: str | None
     cgroup: str | None
+    container: ContainerRecord | None = None   # containers.py: None on the host
+    unit: str | None = None                    # a host process's systemd unit
 
 
 NO_PROCESS = ProcessInfo(None, None, None)
@@ -101,12 +106,16 @@ def is_go_program(pid: int, procfs: str = "/proc") -> bool:
 
 
 class ProcessCache:
-    """pid -> ProcessInfo, and uid -> user name, looked up once each."""
+    """pid -> ProcessInfo, and uid -> user name, looked up once each; a
+    process's container once per cgroup (`containers`: by default asked of
+    the runtimes of the host whose /proc is `procfs`)."""
 
     def __init__(self, procfs: str = "/proc",
-                 users: Callable[[int], str | None] = user_name):
+                 users: Callable[[int], str | None] = user_name,
+                 containers: Containers | None = None):
         self.procfs = Path(procfs)
         self._users = users
+        self.containers = containers or Containers(Runtimes(host_root(procfs)))
         self._procs: dict[int, ProcessInfo] = {}
         self._names: dict[int, str | None] = {}
         self.lookups = 0
@@ -141,7 +150,8 @@ class ProcessCache:
             # while it still starts with what the kernel saw
             if not (truncated and cmdline and cmdline.startswith(kernel)):
                 cmdline = kernel
-        self._procs[pid] = ProcessInfo(process or info.comm, cmdline, info.cgroup)
+        self._procs[pid] = ProcessInfo(process or info.comm, cmdline, info.cgroup, info.container,
+                                       info.unit)
 
     def _read(self, pid: int) -> ProcessInfo:
         self.lookups += 1
@@ -149,10 +159,11 @@ class ProcessCache:
         try:
             comm = (base / "comm").read_text().rstrip("\n")
             cmdline = read_cmdline((base / "cmdline").read_bytes())
-            cgroup = read_cgroup((base / "cgroup").read_text())
+            cgroups = (base / "cgroup").read_text()
         except OSError:
             return NO_PROCESS
-        return ProcessInfo(comm, cmdline or None, cgroup)
+        container, unit = self.containers.lookup(cgroups)
+        return ProcessInfo(comm, cmdline or None, read_cgroup(cgroups), container, unit)
 
 
 def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Optional, TypedDict
 
+from .containers import ContainerRecord, display_name
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # the same parser, from PyPI (a dependency on Python < 3.11 only)
@@ -45,6 +47,7 @@ class KnownApp:
     tested_by: Optional[str] = None
     untested: Optional[str] = None
     protocol: str = "tcp"    # the sockets the entry is about: tcp, udp, or any
+    env: Optional[str] = None
 
     def serves(self, protocol: str) -> bool:
         return self.protocol in (protocol, "any")
@@ -136,9 +139,21 @@ def recognise(name: str | None, cmdline: str | None, go: bool = False,
                  if a.serves(protocol) and a.recognises(name, cmdline, go)), None)
 
 
+class InContainer(TypedDict):
+    """Where the change goes when the program runs in a container: not in
+    the running container (re-created from its image, it loses the change)
+    but where the container is defined, and how to re-create it."""
+    runtime: str
+    name: str
+    image: Optional[str]
+    where: str
+    apply: str
+
+
 class Advice(TypedDict):
     """The advice for one dual-stack listener, worded for its port.  `app`
-    is None for a program socktrace does not know: the generic advice."""
+    is None for a program socktrace does not know: the generic advice;
+    `container` None for a program on the host."""
     app: Optional[str]
     title: str
     dual_stack: str
@@ -150,6 +165,38 @@ class Advice(TypedDict):
     ipv6: Optional[str]
     tradeoff: str
     source: str
+    container: Optional[InContainer]
+
+
+def in_container(c: ContainerRecord, env: Optional[str]) -> InContainer:
+    """The container's part of the advice, in its runtime's terms; `env`:
+    the change as an environment variable, when the application takes one.
+
+    >>> a = in_container({"runtime": "podman", "name": "backup", "image": "localhost/backup:1",
+    ...                   "pod": None, "id": "ab"}, "JAVA_TOOL_OPTIONS=-Djava.net.preferIPv4Stack=true")
+    >>> print(a["where"])
+    the container's environment: podman run -e JAVA_TOOL_OPTIONS=-Djava.net.preferIPv4Stack=true (compose: environment:)
+    >>> a["apply"]
+    're-create the container from its definition: podman rm -f backup, then its podman run line (or compose up -d)'
+    """
+    name, runtime = display_name(c), c["runtime"]
+    if c.get("pod") or runtime in ("containerd", "cri-o", "cri"):
+        where = (f"the pod's spec (its Deployment, StatefulSet or DaemonSet): env: {env}" if env else
+                 "the pod's spec: the container's args:, a ConfigMap mounted over the file, or a new "
+                 "image")
+        apply = "kubectl rollout restart the workload that owns the pod" + (
+            f" {c['pod']} (namespace {c.get('namespace') or 'default'})" if c.get("pod") else "")
+    elif runtime in ("docker", "podman"):
+        where = (f"the container's environment: {runtime} run -e {env} (compose: environment:)" if env
+                 else f"the image (its Containerfile or Dockerfile), a file mounted with {runtime} run "
+                      "-v, or the run line's command (compose: volumes:, command:)")
+        apply = (f"re-create the container from its definition: {runtime} rm -f {name}, then its "
+                 f"{runtime} run line (or compose up -d)")
+    else:   # systemd-nspawn, lxc: a whole system, changed from inside as a host is
+        shell = f"machinectl shell {name}" if runtime == "systemd-nspawn" else f"lxc exec {name} -- sh"
+        where = f"inside the container, as on a host ({shell})"
+        apply = "as the fix says, inside the container"
+    return {"runtime": runtime, "name": name, "image": c.get("image"), "where": where, "apply": apply}
 
 
 # Where the application is unknown, or knows no change of its own: what
@@ -174,10 +221,11 @@ def _generic(who: str, port: int, protocol: str = "tcp") -> dict:
 
 
 def advise(name: str | None, cmdline: str | None, port: int, go: bool = False,
-           apps: tuple[KnownApp, ...] | None = None, protocol: str = "tcp") -> Advice:
+           apps: tuple[KnownApp, ...] | None = None, protocol: str = "tcp",
+           container: ContainerRecord | None = None) -> Advice:
     """The advice for the dual-stack listener (a UDP socket: `protocol`
     udp) on `port` that the process (`name`, `cmdline`, a Go program or
-    not) holds.
+    not, in `container` or on the host) holds.
 
     >>> a = advise("squid", "/usr/sbin/squid -sYC", 3128)
     >>> a["app"], a["replaces"], a["change"], a["ipv6"]
@@ -193,14 +241,16 @@ def advise(name: str | None, cmdline: str | None, port: int, go: bool = False,
         return {"app": None, "title": who, "separate": False,
                 "dual_stack": f"it {'listens on' if protocol == 'tcp' else 'receives on'} an AF_INET6 "
                               "socket without IPV6_V6ONLY",
-                "source": GENERIC_SOURCE, **_generic(who, port, protocol)}
+                "source": GENERIC_SOURCE, **_generic(who, port, protocol),
+                "container": in_container(container, None) if container else None}
     fill = functools.partial(_fill, port=port)
     base = _generic(who, port, protocol) if app.separate else {}
     return {"app": app.name, "title": app.title, "separate": app.separate,
             "dual_stack": fill(app.dual_stack), "change": fill(app.change or base.get("change")),
             "replaces": fill(app.replaces), "where": fill(app.where),
             "apply": fill(app.apply or base.get("apply")), "ipv6": app.ipv6,
-            "tradeoff": fill(app.tradeoff), "source": app.source}
+            "tradeoff": fill(app.tradeoff), "source": app.source,
+            "container": in_container(container, app.env) if container else None}
 
 
 def _fill(text: str | None, port: int) -> str | None:

@@ -97,6 +97,13 @@ def _numbers(low: int, high: int, what: str):
     return convert
 
 
+def _container_names(ctx, param, values):
+    for v in values:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise click.BadParameter(f"{v!r} is not a container name or id", ctx, param)
+    return tuple(values)
+
+
 def filter_options(f):
     """The filters, shared by the tracer and `snapshot`."""
     for option in reversed([
@@ -115,15 +122,18 @@ def filter_options(f):
         click.option("-t", "--tcp", "tcp", is_flag=True, help="Only TCP (as netstat -t)."),
         click.option("-u", "--udp", "udp", is_flag=True, help="Only UDP (as netstat -u); neither -t "
                      "nor -u: both."),
+        click.option("--container", multiple=True, metavar="NAME|ID", callback=_container_names,
+                     help="Only processes of this container: its name, or its id (12 or more "
+                          "hex digits; repeatable)."),
     ]):
         f = option(f)
     return f
 
 
-def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp) -> Filter:
+def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container) -> Filter:
     if ipv4 and ipv6:
         raise click.UsageError("-4 and -6 exclude each other")
-    return Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm,
+    return Filter(mapped_only=mapped_only, pid=pid, port=port, comm=comm, container=container,
                   peer="4" if ipv4 else "6" if ipv6 else None,
                   # both given is netstat's -tu: both protocols
                   protocol="tcp" if tcp and not udp else "udp" if udp and not tcp else None)
@@ -168,14 +178,14 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp) -> Filter:
                    "way, retransmits, who closed it (a `close` record).")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, unaccepted_after,
-         udp_idle, buffer, buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics,
+def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container,
+         unaccepted_after, udp_idle, buffer, buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics,
          quiet, duration, no_snapshot, no_failed, lifetime):
     """Stream every new TCP connection and UDP flow; mark IPv4 peers served
     by AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
     if ctx.invoked_subcommand is not None:
         _tracing_options_only(ctx)
-    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp)
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container)
     if quiet and not (output or metrics):
         raise click.UsageError("-q/--quiet needs -o/--output or --metrics: otherwise nothing would "
                                "be written")
@@ -244,20 +254,25 @@ def report(files, as_json, top):
               help="For each dual-stack listener: why its IPv4 connections show as tcp6, and the fix.")
 @click.option("--netns", "netns_spec", metavar="PATH|PID",
               help="Look into another network namespace: a path (/run/netns/NAME) or a pid.")
-@click.option("--all-netns", is_flag=True, help="Every network namespace of the system.")
-def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, as_json, explain, netns_spec,
-             all_netns):
+@click.option("--all-netns", is_flag=True,
+              help="Every network namespace of the system (the default as root).")
+@click.option("--own-netns", is_flag=True,
+              help="Only socktrace's own network namespace (the default without root).")
+def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container, as_json, explain,
+             netns_spec, all_netns, own_netns):
     """List the TCP and UDP sockets that exist now, classified as tcp
     (AF_INET), tcp6 or tcp6 MAPPED (IPv4 over an AF_INET6 socket), udp,
     udp6, udp6 MAPPED, with their processes.  Needs no BPF; without root it
-    sees only the current user's processes."""
-    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp)
-    if netns_spec and all_netns:
-        raise click.UsageError("--netns and --all-netns exclude each other")
-    if (netns_spec or all_netns) and os.geteuid() != 0:
+    sees only the current user's processes.  As root it looks into every
+    network namespace: each container's sockets, named by container."""
+    flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container)
+    if sum(map(bool, (netns_spec, all_netns, own_netns))) > 1:
+        raise click.UsageError("--netns, --all-netns and --own-netns exclude each other")
+    root = os.geteuid() == 0
+    if (netns_spec or all_netns) and not root:
         raise click.ClickException("entering another network namespace needs root: run it with sudo")
-    namespaces = (netns.all_namespaces() if all_netns
-                  else [netns.ns_path(netns_spec)] if netns_spec else [None])
+    namespaces = ([netns.ns_path(netns_spec)] if netns_spec
+                  else netns.all_namespaces() if all_netns or (root and not own_netns) else [None])
     try:
         snap, socks, records = take_snapshot(namespaces, flt)
     except SessionError as exc:

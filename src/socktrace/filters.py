@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Union
 
+from .containers import ContainerRecord, matches as container_matches
 from .events import Connection
 
 Ints = Union[int, Iterable[int], None]
@@ -28,24 +29,30 @@ class Filter:
     comm: str | None = None          # substring of the process or thread name, as opensnoop -n
     peer: str | None = None          # "4": the peer speaks IPv4 (plain or mapped); "6": native IPv6
     protocol: str | None = None      # "tcp" or "udp" (-t, -u), None: both
+    container: tuple[str, ...] = ()  # names or ids (containers.matches), any of them
 
     def __post_init__(self):
         object.__setattr__(self, "pid", _set(self.pid))
         object.__setattr__(self, "port", _set(self.port))
+        object.__setattr__(self, "container", tuple(self.container))
 
-    def matches(self, c: Connection, process: str | None = None) -> bool:
+    def matches(self, c: Connection, process: str | None = None,
+                container: ContainerRecord | None = None) -> bool:
         """A traced connection; -c matches the name of its thread (c.comm)
-        or of its process (`process`: a JVM's threads have names of their own)."""
+        or of its process (`process`: a JVM's threads have names of their
+        own); --container its process's `container`."""
         return self._matches(c.mapped, (c.pid,), (c.comm, process or ""), c.lport, c.rport,
-                             c.peer_is_ipv4, c.protocol)
+                             c.peer_is_ipv4, c.protocol, (container,))
 
     def matches_socket(self, s) -> bool:
         """A socket of `socktrace snapshot` (snapshot.Sock): it matches a
-        pid or name when any of the processes sharing it does."""
+        pid, name or container when any of the processes sharing it does."""
         return self._matches(s.mapped, s.pids, tuple(o.comm or "" for o in s.owners),
-                             s.lport, s.rport, s.peer_is_ipv4, s.protocol)
+                             s.lport, s.rport, s.peer_is_ipv4, s.protocol,
+                             tuple(o.container for o in s.owners))
 
-    def _matches(self, mapped, pids, comms, lport, rport, peer_is_ipv4, protocol) -> bool:
+    def _matches(self, mapped, pids, comms, lport, rport, peer_is_ipv4, protocol,
+                 containers) -> bool:
         if self.mapped_only and not mapped:
             return False
         if self.pid and self.pid.isdisjoint(pids):
@@ -59,5 +66,8 @@ class Filter:
         if self.peer == "6" and peer_is_ipv4:
             return False
         if self.protocol is not None and protocol != self.protocol:
+            return False
+        if self.container and not any(container_matches(c, w)
+                                      for c in containers for w in self.container):
             return False
         return True

@@ -155,7 +155,7 @@ class RecordBuilder:
         served IPv4 peers (asked now: whether its program is a Go one)."""
         seen = [dual_stack_record(d, advise(d.process, d.cmdline, d.port,
                                             d.pid is not None and self.processes.is_go(d.pid),
-                                            protocol=d.protocol))
+                                            protocol=d.protocol, container=d.container))
                 for d in self.dual_stack.serving_ipv4()]
         return summary_record(dict(self.counts), self.mapped, drops, seen)
 
@@ -175,7 +175,7 @@ class RecordBuilder:
     def _record(self, c: Connection) -> ConnectionRecord | None:
         """The record of `c`, or None when a userspace filter drops it."""
         proc = self.processes.process(c.pid) if c.pid else NO_PROCESS
-        if self._matches is not None and not self._matches(c, proc.comm):
+        if self._matches is not None and not self._matches(c, proc.comm, proc.container):
             return None
         return connection_record(c, proc, self.processes.user(c.uid))
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Dict, List, Optional, TypedDict, Union
 
 from .advice import Advice
+from .containers import ContainerRecord
 from .events import Connection
 from .procinfo import ProcessInfo
 from .snapshot import Owner, Sock
@@ -26,6 +27,7 @@ class OwnerRecord(TypedDict):
     pid: int
     comm: Optional[str]
     cmdline: Optional[str]
+    container: Optional[ContainerRecord]
 
 
 class _Endpoints(TypedDict):
@@ -52,6 +54,8 @@ class _Connection(_Endpoints):
     cmdline: Optional[str]
     cgroup: Optional[str]
     cgroup_id: Optional[int]
+    container: Optional[ContainerRecord]   # containers.py; None: a host process
+    unit: Optional[str]        # a host process's systemd unit (nginx.service)
     netns: int
 
 
@@ -88,6 +92,8 @@ class _Socket(_Endpoints):
     pid: Optional[int]
     comm: Optional[str]
     cmdline: Optional[str]
+    container: Optional[ContainerRecord]   # the first owner's
+    unit: Optional[str]
     uid: int
     user: Optional[str]
     netns: int
@@ -127,6 +133,7 @@ class DualStackRecord(TypedDict):
     pids: List[int]
     process: Optional[str]
     cmdline: Optional[str]
+    container: Optional[ContainerRecord]
     port: int
     mapped: int
     advice: Advice
@@ -182,6 +189,8 @@ def connection_record(c: Connection, proc: ProcessInfo, user: str | None) -> Con
         "cmdline": proc.cmdline,
         "cgroup": proc.cgroup,
         "cgroup_id": c.cgroup_id or None,
+        "container": proc.container,
+        "unit": proc.unit,
         "netns": c.netns,
         "sock_family": c.sock_family,
         "mapped": c.mapped,
@@ -251,7 +260,8 @@ def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
 
 def dual_stack_record(d: DualStackListener, advice: Advice) -> DualStackRecord:
     return {"protocol": d.protocol, "pid": d.pid, "pids": d.pids, "process": d.process,
-            "cmdline": d.cmdline, "port": d.port, "mapped": d.mapped, "advice": advice}
+            "cmdline": d.cmdline, "container": d.container, "port": d.port, "mapped": d.mapped,
+            "advice": advice}
 
 
 def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value) -> SocketRecord:
@@ -262,6 +272,7 @@ def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value
         "type": type, "protocol": s.protocol, "state": s.state,
         "pid": first.pid if first else None, "comm": first.comm if first else None,
         "cmdline": first.cmdline if first else None,
+        "container": first.container if first else None, "unit": first.unit if first else None,
         "uid": s.uid, "user": user, "netns": s.netns, "inode": s.inode or None,
         "sock_family": s.sock_family, "mapped": s.mapped,
         "laddr": s.laddr, "lport": s.lport, "raddr": s.raddr, "rport": s.rport,
@@ -280,13 +291,14 @@ def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value
 
 
 def _owners(owners: tuple[Owner, ...]) -> list[OwnerRecord]:
-    return [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline} for o in owners]
+    return [{"pid": o.pid, "comm": o.comm, "cmdline": o.cmdline, "container": o.container}
+            for o in owners]
 
 
 def owner(pid: int, proc: ProcessInfo) -> OwnerRecord:
     """One process holding a socket, as records list them.
 
     >>> owner(500, ProcessInfo("nginx", "nginx: master process", None))
-    {'pid': 500, 'comm': 'nginx', 'cmdline': 'nginx: master process'}
+    {'pid': 500, 'comm': 'nginx', 'cmdline': 'nginx: master process', 'container': None}
     """
-    return {"pid": pid, "comm": proc.comm, "cmdline": proc.cmdline}
+    return {"pid": pid, "comm": proc.comm, "cmdline": proc.cmdline, "container": proc.container}

@@ -160,6 +160,18 @@ class Process:
     traffic: dict = field(default_factory=dict)   # peer family -> Traffic
     first: str = ""
     last: str = ""
+    container: dict | None = None   # containers.ContainerRecord
+
+
+@dataclass
+class ContainerUse:
+    """What one container's processes did (containers.ContainerRecord)."""
+    container: dict
+    pids: dict = field(default_factory=dict)   # pid -> None, in the order seen
+    by_type: Counter = field(default_factory=Counter)
+    by_protocol: Counter = field(default_factory=Counter)
+    first: str = ""
+    last: str = ""
 
 
 @dataclass
@@ -168,6 +180,7 @@ class Report:
     udp_by_protocol: Counter = field(default_factory=Counter)   # UDP flows, by peer family
     by_type: Counter = field(default_factory=Counter)   # every connection record
     processes: dict = field(default_factory=dict)
+    containers: dict = field(default_factory=dict)   # container id -> ContainerUse
     dual_stack: DualStackListeners = field(default_factory=DualStackListeners)
     mapped_clients: dict = field(default_factory=dict)   # processes connecting via ::ffff:
     peers: Counter = field(default_factory=Counter)
@@ -193,7 +206,7 @@ def _seen(obj, time: str) -> None:
 def advice(lst: DualStackListener):
     """The fix for a listener of a log, from its name and command line: a
     log does not say whether the program was a Go one."""
-    return advise(lst.process, lst.cmdline, lst.port, protocol=lst.protocol)
+    return advise(lst.process, lst.cmdline, lst.port, protocol=lst.protocol, container=lst.container)
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> Report:
@@ -223,11 +236,20 @@ def summarize(records: Iterable[dict[str, Any]]) -> Report:
             r.records += 1
             r.by_protocol[proto] += 1
             r.peers[(rec["raddr"], proto)] += 1
-        p = r.processes.setdefault(who, Process(*who))
+        p = r.processes.get(who)
+        if p is None:
+            p = r.processes[who] = Process(*who, container=rec.get("container"))
         p.by_type[kind] += 1
         p.by_protocol[proto] += 1
         _seen(p, rec["time"])
         _seen(r, rec["time"])
+        container = rec.get("container")
+        if container:
+            c = r.containers.setdefault(container["id"], ContainerUse(container))
+            c.pids[rec["pid"]] = None
+            c.by_type[kind] += 1
+            c.by_protocol[proto] += 1
+            _seen(c, rec["time"])
         if kind == CONNECT and rec["mapped"]:
             c = r.mapped_clients.setdefault(who, Process(*who))
             c.by_type[kind] += 1
@@ -262,18 +284,23 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
         "unwritten": r.unwritten,
         "lifetime": bool(r.closes),   # close records (--lifetime): traffic below
         "processes": [
-            {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "by_type": dict(p.by_type),
+            {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "container": p.container,
+             "by_type": dict(p.by_type),
              "by_protocol": dict(p.by_protocol), "traffic": traffic_json(r, p.traffic),
              "first": p.first, "last": p.last}
             for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
         "dual_stack_listeners": [
             {"protocol": l.protocol, "pid": l.pid, "pids": l.pids, "comm": l.process,
-             "cmdline": l.cmdline, "port": l.port,
+             "cmdline": l.cmdline, "container": l.container, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
              "traffic": traffic_json(r, r.listener_traffic.get(l.key, {})),
              "first": l.first, "last": l.last, "advice": advice(l)}
             for l in r.dual_stack.serving_ipv4()],
+        "containers": [
+            {"container": c.container, "pids": list(c.pids), "by_type": dict(c.by_type),
+             "by_protocol": dict(c.by_protocol), "first": c.first, "last": c.last}
+            for c in sorted(r.containers.values(), key=lambda c: -sum(c.by_type.values()))],
         "mapped_clients": [
             {"pid": c.pid, "comm": c.comm, "cmdline": c.cmdline, "connects": c.by_type[CONNECT],
              "first": c.first, "last": c.last} for c in r.mapped_clients.values()],

@@ -274,5 +274,5 @@ def take_snapshot(namespaces: list[str | None], flt: Filter
             first = s.first_owner
             rec["advice"] = advise(first.comm if first else None, first.cmdline if first else None,
                                    s.lport, first is not None and cache.is_go(first.pid),
-                                   protocol=s.protocol)
+                                   protocol=s.protocol, container=first.container if first else None)
     return snap, socks, records

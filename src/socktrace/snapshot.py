@@ -15,7 +15,8 @@ from typing import Iterable, NamedTuple
 from .classify import came_through, peer_is_ipv4
 from .kernel import netns
 from .kernel.sockdiag import LISTEN, TCP_STATES, UDP_STATES, DiagSocket, dump
-from .procinfo import ProcessCache, socket_owners
+from .containers import ContainerRecord
+from .procinfo import ProcessCache, ProcessInfo, socket_owners
 
 # states in which a socket without a file (inode 0) is still in its listener's
 # accept queue; in the others it is an orphan its process already closed
@@ -27,6 +28,8 @@ class Owner:
     pid: int
     comm: str | None
     cmdline: str | None
+    container: ContainerRecord | None = None
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ def read_bindv6only(procfs: str = "/proc") -> int | None:
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
 
+def owner(pid: int, p: ProcessInfo) -> Owner:
+    return Owner(pid, p.comm, p.cmdline, p.container, p.unit)
+
+
 def take(namespaces: list[str | None], cache: ProcessCache | None = None,
          procfs: str = "/proc", protocols: tuple[str, ...] = ("tcp", "udp")) -> Snapshot:
     """Collect the sockets of the given namespaces (None: our own), of
@@ -163,8 +170,7 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
         key = tuple(sorted(set(pids)))
         found = by_pid.get(key)
         if found is None:
-            found = by_pid[key] = tuple(
-                Owner(p, cache.process(p).comm, cache.process(p).cmdline) for p in key)
+            found = by_pid[key] = tuple(owner(p, cache.process(p)) for p in key)
         return found
 
     owners = {ino: owners_of(pids) for ino, pids in by_inode.items()}

@@ -123,6 +123,8 @@ class DualStackListener:
     process: Optional[str]
     cmdline: Optional[str]
     port: int
+    container_id: Optional[str] = None   # the same program in two containers is two listeners
+    container: Optional[dict] = None     # its records' containers.ContainerRecord
     seen_pids: dict = field(default_factory=dict)   # pid -> None, in the order seen
     mapped: int = 0           # IPv4 peers, through mapped addresses
     ipv6: int = 0             # native IPv6 peers on the same port
@@ -142,7 +144,7 @@ class DualStackListener:
     @property
     def key(self) -> tuple:
         """Its DualStackListeners.key_of."""
-        return (self.protocol, self.process, self.cmdline, self.port)
+        return (self.protocol, self.process, self.cmdline, self.port, self.container_id)
 
 
 class DualStackListeners:
@@ -165,14 +167,15 @@ class DualStackListeners:
     @staticmethod
     def key_of(r: Mapping[str, Any]) -> tuple:
         """The listener a record that came in through an AF_INET6 socket
-        belongs to: (protocol, process name, command line, port).
+        belongs to: (protocol, process name, command line, port, container id).
 
         >>> DualStackListeners.key_of({"protocol": "tcp", "process": "java", "comm": "http-nio",
         ...                            "cmdline": "java -jar app.jar", "lport": 8080})
-        ('tcp', 'java', 'java -jar app.jar', 8080)
+        ('tcp', 'java', 'java -jar app.jar', 8080, None)
         """
+        container = r.get("container")
         return (r.get("protocol") or TCP_PROTOCOL, r.get("process") or r.get("comm") or None,
-                r.get("cmdline"), r["lport"])
+                r.get("cmdline"), r["lport"], container["id"] if container else None)
 
     def add(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Count the records that came in (came_in) through an AF_INET6
@@ -185,12 +188,13 @@ class DualStackListeners:
                 continue   # came_in(), inlined
             if r["sock_family"] != "AF_INET6":
                 continue
+            container = r.get("container")
             key = (r.get("protocol") or TCP_PROTOCOL, r.get("process") or r.get("comm") or None,
-                   r.get("cmdline"), r["lport"])   # key_of(), inlined
+                   r.get("cmdline"), r["lport"], container["id"] if container else None)  # key_of()
             t = r["time"]
             g = groups.get(key)
             if g is None:
-                g = groups[key] = DualStackListener(*key, first=t, last=t)
+                g = groups[key] = DualStackListener(*key, container=container, first=t, last=t)
             elif t > g.last:       # records come in time order, mostly
                 g.last = t
             elif t < g.first:

@@ -224,7 +224,7 @@ def test_table_marks_mapped_rows_and_escapes_names(peer):
     proc = subprocess.Popen([SOCKTRACE, "--probe", "tracepoint", "--no-snapshot"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().split() == ["TIME", "EVENT", "PID/COMM", "LOCAL", "PEER",
+        assert proc.stdout.readline().split() == ["TIME", "EVENT", "PID/COMM@CONTAINER", "LOCAL", "PEER",
                                                   "SOCKET", "V6ONLY"]
         ls = listener(v6only=0)
         port = ls.getsockname()[1]

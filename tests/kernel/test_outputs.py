@@ -92,7 +92,7 @@ SUMMARY_LINE = re.compile(r"^socktrace: (\d+) events? \((.*)\), (\d+) IPv4 over 
 WARNING_LINE = re.compile(r"^socktrace: WARNING: (\d+) events lost so far \(buffer full\), "
                           r"(\d+) queued connections untracked$")
 EXISTING_HEADER = "Existing IPv4 connections over AF_INET6 sockets ({}):"
-TABLE_HEADER = ["TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY"]
+TABLE_HEADER = ["TIME", "EVENT", "PID/COMM@CONTAINER", "LOCAL", "PEER", "SOCKET", "V6ONLY"]
 
 
 class Run:

@@ -124,8 +124,8 @@ def test_connection_waiting_in_the_queue():
 
 
 def test_socket_in_another_network_namespace():
-    """A listener in a fresh namespace (unshare -n) is seen with --netns PID
-    and --all-netns, and not from here."""
+    """A listener in a fresh namespace (unshare -n) is seen with --netns PID,
+    --all-netns and, as root, by default; not with --own-netns."""
     code = ("import socket,sys,time; s=socket.socket(socket.AF_INET6); s.bind(('::',4999)); "
             "s.listen(); print('up', flush=True); time.sleep(60)")
     proc = subprocess.Popen(["unshare", "-n", sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -137,7 +137,8 @@ def test_socket_in_another_network_namespace():
         rec = find(records("--netns", str(pid), "-P", "4999"), state="LISTEN")
         assert (rec["netns"], rec["pid"], rec["v6only"]) == (ns, pid, False)
         assert find(records("--all-netns", "-P", "4999"), state="LISTEN", netns=ns)["pid"] == pid
-        assert not [r for r in records("-P", "4999") if r["netns"] == ns]
+        assert find(records("-P", "4999"), state="LISTEN", netns=ns)["pid"] == pid
+        assert not [r for r in records("--own-netns", "-P", "4999") if r["netns"] == ns]
     finally:
         proc.kill()
         proc.wait()

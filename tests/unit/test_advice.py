@@ -129,3 +129,22 @@ def test_a_change_of_several_lines_is_printed_as_several_lines():
     text = advice_lines(advise("nginx", "nginx: worker process", 8080), "")
     i = text.index("  with")
     assert text[i + 1:i + 3] == ["    listen 8080;", "    listen [::]:8080;"]
+
+
+def test_the_fix_for_a_containerised_program_goes_where_the_container_is_defined():
+    """The application's own fix stays; the container part says where it
+    goes in that runtime's terms (a pod's spec, an nspawn machine)."""
+    from socktrace.advice import advise
+    pod = {"runtime": "containerd", "id": "ab" * 32, "name": None, "image": None, "pod": "backup-7d9",
+           "namespace": "ops", "pod_uid": "5f1e1b2c-0d3e-4f7a-8b9c-0123456789ab"}
+    a = advise("java", "java -jar backup.jar", 4243, container=pod)
+    assert a["change"] == "-Djava.net.preferIPv4Stack=true"
+    assert a["container"]["where"] == ("the pod's spec (its Deployment, StatefulSet or DaemonSet): "
+                                       "env: JAVA_TOOL_OPTIONS=-Djava.net.preferIPv4Stack=true")
+    assert a["container"]["apply"].endswith("backup-7d9 (namespace ops)")
+    machine = {"runtime": "systemd-nspawn", "id": "web", "name": "web", "image": None, "pod": None,
+               "namespace": None, "pod_uid": None}
+    a = advise("squid", "/usr/sbin/squid -sYC", 3128, container=machine)
+    assert a["replaces"] == "http_port 3128"
+    assert a["container"]["where"] == "inside the container, as on a host (machinectl shell web)"
+    assert advise("squid", "/usr/sbin/squid", 3128)["container"] is None

@@ -114,3 +114,11 @@ def test_quiet_with_metrics_alone_is_fine(monkeypatch):
     monkeypatch.setattr("os.geteuid", lambda: 1000)   # stops right after the options
     r = run("-q", "--metrics", "9100")
     assert r.exit_code == 1 and "needs root" in r.output
+
+
+def test_container_takes_a_name_or_an_id():
+    assert "--container" in run("--help").output
+    r = run("--container", "", "--json")
+    assert r.exit_code == 2 and "'' is not a container name or id" in r.output
+    r = run("snapshot", "--container", "a b")
+    assert r.exit_code == 2 and "'a b' is not a container name or id" in r.output

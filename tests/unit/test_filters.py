@@ -28,3 +28,12 @@ ALL = [MAPPED, NATIVE6, PLAIN4]
 ])
 def test_filter(flt, expected):
     assert [c for c in ALL if flt.matches(c)] == expected
+
+
+def test_container_filter_by_name_or_id_prefix():
+    web = {"runtime": "docker", "id": "0123456789ab" + "c" * 52, "name": "web"}
+    for wanted, hit in ((("web",), True), (("0123456789ab",), True), (("0123",), False),
+                        (("db", "web"), True), (("db",), False)):
+        flt = Filter(container=wanted)
+        assert flt.matches(MAPPED, "java", web) is hit, wanted
+        assert not flt.matches(MAPPED, "java", None)   # a host process is in no container

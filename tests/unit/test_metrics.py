@@ -41,25 +41,25 @@ def test_counters_labels_and_gauges():
                   sock("::1", 4243, (7,), state="ESTABLISHED", raddr="::1", rport=3, listener=via),
                   sock("0.0.0.0", 80, (8,), family="AF_INET", comm="nginx"))
     got = scrape(Collector(sink, lambda: now))
-    assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
+    assert got[("socktrace_connections_total", (("comm", "java"), ("container", ""), ("event", "accept"),
                                                 ("family", "ipv4_mapped")))] == 2
-    assert got[("socktrace_connections_total", (("comm", "java"), ("event", "accept"),
+    assert got[("socktrace_connections_total", (("comm", "java"), ("container", ""), ("event", "accept"),
                                                 ("family", "ipv6")))] == 1
-    assert got[("socktrace_connections_total", (("comm", "curl"), ("event", "connect"),
+    assert got[("socktrace_connections_total", (("comm", "curl"), ("container", ""), ("event", "connect"),
                                                 ("family", "ipv4")))] == 1
     assert got[("socktrace_accepts_by_port_total", (("comm", "java"), ("port", "4243"),
                                                     ("v6only", "false")))] == 3
     assert got[("socktrace_accepts_by_port_total", (("comm", "nginx"), ("port", "80"),
                                                     ("v6only", "none")))] == 1
     # the summary's dual_stack, by protocol, port and name: IPv4 through the listener
-    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "java"), ("port", "4243"),
+    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "java"), ("container", ""), ("port", "4243"),
                                                    ("protocol", "tcp")))] == 2
     assert not [k for k in got if k[0] == "socktrace_dual_stack_ipv4_total"
                 and ("comm", "nginx") in k[1]]
-    assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))] == 1
+    assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("container", ""), ("port", "4243")))] == 1
     assert [k for k in got if k[0] == "socktrace_dual_stack_listener"] == [
-        ("socktrace_dual_stack_listener", (("comm", "java"), ("port", "4243")))]
-    assert got[("socktrace_dual_stack_mapped_connections", (("comm", "java"), ("port", "4243")))] == 2
+        ("socktrace_dual_stack_listener", (("comm", "java"), ("container", ""), ("port", "4243")))]
+    assert got[("socktrace_dual_stack_mapped_connections", (("comm", "java"), ("container", ""), ("port", "4243")))] == 2
     assert got[("socktrace_events_lost_total", ())] == 3
     assert got[("socktrace_unaccepted_untracked_total", ())] == 1
     info = [k for k in got if k[0] == "socktrace_info"]
@@ -70,6 +70,7 @@ def test_label_values_are_bounded():
     sink = MetricsSink(max_comms=3, max_ports=2)
     sink.connections([rec(process=f"p{i}", lport=1000 + i) for i in range(10)])
     comms = {k[2] for k in sink.connections_total}
+    assert {k[3] for k in sink.connections_total} == {""}   # host processes: no container
     ports = {k[0] for k in sink.accepts_by_port}
     assert comms == {"p0", "p1", "p2", "other"} and ports == {"1000", "1001", "other"}
     assert sum(sink.connections_total.values()) == 10
@@ -98,14 +99,14 @@ def test_udp_flows_and_dual_stack_udp_sockets():
     got = scrape(Collector(sink, lambda: now))
     flows = {k: v for k, v in got.items() if k[0] == "socktrace_udp_flows_total"}
     assert flows == {
-        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "in"), ("family", "ipv4_mapped"))): 2,
-        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "in"), ("family", "ipv6"))): 1,
-        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("direction", "out"), ("family", "ipv4_mapped"))): 1}
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("container", ""), ("direction", "in"), ("family", "ipv4_mapped"))): 2,
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("container", ""), ("direction", "in"), ("family", "ipv6"))): 1,
+        ("socktrace_udp_flows_total", (("comm", "dnsd"), ("container", ""), ("direction", "out"), ("family", "ipv4_mapped"))): 1}
     assert not [k for k in got if k[0] == "socktrace_connections_total"]   # flows are no connections
-    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "dnsd"), ("port", "5353"),
+    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "dnsd"), ("container", ""), ("port", "5353"),
                                                    ("protocol", "udp")))] == 2
     assert [k for k in got if k[0] == "socktrace_dual_stack_udp_socket"] == [
-        ("socktrace_dual_stack_udp_socket", (("comm", "dnsd"), ("port", "5353")))]
+        ("socktrace_dual_stack_udp_socket", (("comm", "dnsd"), ("container", ""), ("port", "5353")))]
     assert not [k for k in got if k[0] == "socktrace_dual_stack_listener"]
 
 
@@ -139,3 +140,18 @@ def test_bytes_by_family_direction_and_process_never_go_down():
     assert second[key("ipv4_mapped", "received", "java")] == 40000     # not 100
     assert second[key("ipv4", "sent", "other")] == 1                    # a third name: capped
     assert bytes_now()[key("ipv4_mapped", "received", "java")] == 40001
+
+
+def test_containers_are_a_bounded_label():
+    """A container's name labels its processes' series, at most
+    max_containers of them (the rest "other"); its id when it has no name."""
+    sink = MetricsSink(max_containers=2)
+    ctr = [{"runtime": "podman", "id": f"{i:x}" * 64, "name": f"web{i}" if i else None, "image": None,
+            "pod": None, "namespace": None, "pod_uid": None} for i in range(4)]
+    sink.connections([dict(rec(), container=c) for c in ctr] + [rec()])
+    assert {k[3]: n for k, n in sink.connections_total.items()} == {"0" * 12: 1, "web1": 1, "other": 2, "": 1}
+    now = sockets(sock("::", 4243, (7,), comm="java", container=ctr[1]))
+    got = scrape(Collector(sink, lambda: now))
+    assert got[("socktrace_dual_stack_listener", (("comm", "java"), ("container", "web1"), ("port", "4243")))] == 1
+    assert got[("socktrace_dual_stack_ipv4_total", (("comm", "java"), ("container", "web1"), ("port", "4243"),
+                                                   ("protocol", "tcp")))] == 1

@@ -99,3 +99,26 @@ def test_json_without_orjson_is_the_same(monkeypatch):
     fast = jsonl.dumps(rec)
     monkeypatch.setattr(jsonl, "_dumps_bytes", jsonl._stdlib_line)  # what it picks without orjson
     assert json.loads(jsonl.dumps(rec)) == json.loads(fast) == {**rec}
+
+
+WEB = {"runtime": "podman", "id": "ab" * 32, "name": "web", "image": "localhost/app:1", "pod": None,
+       "namespace": None, "pod_uid": None}
+
+
+def test_a_containers_process_is_named_with_its_container():
+    """JSON carries the whole container object; the table adds its name
+    after @, within the 20 columns of PID/COMM@CONTAINER, and escaped (a
+    container's name is its owner's choice)."""
+    rec = record(pid=31307, tid=31307, proc=ProcessInfo("java", "java -jar app.jar", None, WEB))
+    assert rec["container"] == WEB and rec["unit"] is None
+    assert json.loads(dumps(rec))["container"]["image"] == "localhost/app:1"
+    row = format_row(rec)
+    assert row[17:38] == "31307/java@web       " and len(row) <= 100
+    evil = dict(WEB, name="we\x1b[2Jb-and-a-long-name")
+    row = format_row(record(pid=31307, tid=31307, proc=ProcessInfo("java", None, None, evil)))
+    assert "\x1b" not in row and "31307/java@we\\x1b" in row
+
+
+def test_a_host_service_has_its_unit_and_no_container():
+    rec = record(proc=ProcessInfo("squid", None, "/system.slice/squid.service", None, "squid.service"))
+    assert (rec["container"], rec["unit"]) == (None, "squid.service")

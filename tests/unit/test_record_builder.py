@@ -101,8 +101,9 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     recs = b.unaccepted([unaccepted(sport=8080), unaccepted(sport=8080, dport=5001)], listening)
     assert [(r["type"], r["pid"], r["comm"], r["cmdline"], r["tid"]) for r in recs] == \
         [("unaccepted", 500, "nginx", "nginx: master process", None)] * 2
-    assert recs[0]["processes"] == [{"pid": 500, "comm": "nginx", "cmdline": "nginx: master process"},
-                                    {"pid": 501, "comm": "nginx", "cmdline": "nginx: worker process"}]
+    assert recs[0]["processes"] == [
+        {"pid": 500, "comm": "nginx", "cmdline": "nginx: master process", "container": None},
+        {"pid": 501, "comm": "nginx", "cmdline": "nginx: worker process", "container": None}]
     foreign = RawEvent.from_buffer_copy(unaccepted(sport=8080))
     foreign.netns = NETNS + 1                                 # a container's connection
     alien = b.unaccepted([bytes(foreign)], listening)[0]

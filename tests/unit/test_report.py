@@ -1,3 +1,4 @@
+import re
 import gzip
 import json
 
@@ -91,7 +92,7 @@ def test_json_report():
     assert (j["records"], j["first"], j["last"], j["by_protocol"], j["lost"], j["unwritten"]) == \
         (7, "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z", {"mapped": 4, "ipv6": 1, "ipv4": 2}, 2, 3)
     assert j["processes"][0] == {
-        "pid": 10, "comm": "java", "cmdline": "java -jar backup.jar", "by_type": {"accept": 3},
+        "pid": 10, "comm": "java", "cmdline": "java -jar backup.jar", "container": None, "by_type": {"accept": 3},
         "by_protocol": {"mapped": 2, "ipv6": 1}, "traffic": None, "first": "2026-11-23T10:00:00Z",
         "last": "2026-11-23T10:05:00Z"}
     assert j["lifetime"] is False and j["dual_stack_listeners"][0]["traffic"] is None
@@ -244,3 +245,25 @@ def test_a_udp_close_may_lack_bytes_but_not_datagrams(tmp_path):
     recs = list(read_log([str(log)], bad))
     assert len(recs) == 1 and recs[0]["bytes_sent"] is None
     assert [b.reason for b in bad] == ["close record without a valid datagrams_sent"]
+
+
+def test_report_groups_by_container():
+    """A container's connections are its own group, its dual-stack
+    listener is named with it, and the advice says where the change goes."""
+    web = {"runtime": "podman", "id": "ab" * 32, "name": "backup", "image": "localhost/backup:1",
+           "pod": None, "namespace": None, "pod_uid": None}
+    recs = [dict(conn(pid=7, t=f"2026-11-23T10:0{i}:00Z"), container=web) for i in range(3)] + \
+        [conn(pid=7, comm="java", lport=4243)]   # the same program on the host: another listener
+    r = summarize(recs)
+    assert [(l.container_id, l.mapped) for l in r.dual_stack.serving_ipv4()] == [("ab" * 32, 3), (None, 1)]
+    text = format_report(r, [])
+    assert "Containers (1, busiest first):" in text
+    assert re.search(r"\n  backup +podman +3 +0 +3 +0 +0  localhost/backup:1\n", text)
+    assert "    in podman container backup (image localhost/backup:1, id abababababab)" in text
+    assert ("in podman container backup, image localhost/backup:1: make the change in the container's "
+            "environment: podman run -e JAVA_TOOL_OPTIONS=-Djava.net.preferIPv4Stack=true") in text
+    j = to_json(r, [])
+    assert j["containers"][0]["container"] == web and j["containers"][0]["by_type"] == {"accept": 3}
+    assert j["dual_stack_listeners"][0]["container"] == web
+    assert j["dual_stack_listeners"][0]["advice"]["container"]["name"] == "backup"
+    assert j["dual_stack_listeners"][1]["advice"]["container"] is None

@@ -40,6 +40,12 @@ def advice_lines(a: Advice, indent: str = "  ") -> list[str]:
         out.append(f"fix, in {a['where']}:")
     out += [f"    {line}" for line in lines["change"]]
     out.append(f"  then: {a['apply']}")
+    c = a.get("container")   # absent in logs written before containers were named
+    if c:
+        image = f", image {escape(c['image'])}" if c["image"] else ""
+        out.append(f"in {c['runtime']} container {escape(c['name'])}{image}: make the change in "
+                   f"{escape(c['where'])}")
+        out.append(f"  then: {escape(c['apply'])}")
     after = IPV6_AFTER.get(a["ipv6"] or "")
     out.append(f"afterwards: {after + '; ' if after else ''}{a['tradeoff']}")
     out.append(f"source: {a['source']}")

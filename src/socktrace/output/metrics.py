@@ -17,8 +17,10 @@ Which records came through a listener and whose process a record names is
 vocabulary.py's, as for the summary at exit and `socktrace report`; the
 dual-stack counter is their grouping summed by port and process name.
 Label values are bounded: event (4), family (3), process names (at most
-`MAX_COMMS`, the rest count as "other"), listening ports (at most
-`MAX_PORTS`, likewise).  Never an address, a client port or a pid.
+`MAX_COMMS`, the rest count as "other"), containers (their names, at most
+`MAX_CONTAINERS`, likewise; "" for a host process, which Prometheus
+treats as no label), listening ports (at most `MAX_PORTS`, likewise).
+Never an address, a client port or a pid.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from prometheus_client.exposition import MetricsHandler
 
 from .. import __version__
 from ..classify import peer_family
+from ..containers import display_name
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..snapshot import Snapshot
 from ..vocabulary import ACCEPT, CLOSE, IN, TCP_PROTOCOL, THROUGH_LISTENER, UDP, UDP_PROTOCOL
 
 MAX_COMMS = 100     # distinct process names with a series of their own
 MAX_PORTS = 200     # distinct listening ports, likewise
+MAX_CONTAINERS = 100   # distinct container names, likewise
 OTHER = "other"
 LISTENERS_MAX_AGE = 10.0   # seconds a listing of the dual-stack listeners is reused
 
@@ -95,26 +99,34 @@ class MetricsSink:
     >>> m.connections([{"type": "accept", "process": "java", "comm": "java", "mapped": True,
     ...                 "sock_family": "AF_INET6", "lport": 4243, "v6only": False}])
     >>> m.connections_total, m.accepts_by_port, m.dual_stack_ipv4
-    ({('accept', 'ipv4_mapped', 'java'): 1}, {('4243', 'java', 'false'): 1}, {('tcp', '4243', 'java'): 1})
+    ({('accept', 'ipv4_mapped', 'java', ''): 1}, {('4243', 'java', 'false'): 1}, {('tcp', '4243', 'java', ''): 1})
     """
 
-    def __init__(self, max_comms: int = MAX_COMMS, max_ports: int = MAX_PORTS):
+    def __init__(self, max_comms: int = MAX_COMMS, max_ports: int = MAX_PORTS,
+                 max_containers: int = MAX_CONTAINERS):
         # label values -> count; read by the scrape thread (a copy: dict()
         # holds the GIL throughout), written only here
-        self.connections_total: dict[tuple[str, str, str], int] = {}
+        # (event, family, comm, container) -> connections
+        self.connections_total: dict[tuple[str, str, str, str], int] = {}
         self.accepts_by_port: dict[tuple[str, str, str], int] = {}
-        # (direction, family, comm) -> UDP flows
-        self.udp_flows_total: dict[tuple[str, str, str], int] = {}
-        # (protocol, port, comm) -> IPv4 connections and flows that came in
-        # through a dual-stack socket: the summary's dual_stack
-        # (vocabulary.DualStackListeners) by protocol, port and name
-        self.dual_stack_ipv4: dict[tuple[str, str, str], int] = {}
+        # (direction, family, comm, container) -> UDP flows
+        self.udp_flows_total: dict[tuple[str, str, str, str], int] = {}
+        # (protocol, port, comm, container) -> IPv4 connections and flows
+        # that came in through a dual-stack socket: the summary's dual_stack
+        # (vocabulary.DualStackListeners) by protocol, port, name, container
+        self.dual_stack_ipv4: dict[tuple[str, str, str, str], int] = {}
         self.lost_total = 0
         self.unaccepted_untracked_total = 0
         self.probe = ""
         self.server: Optional[MetricsServer] = None
         self._comm = _Capped(max_comms)
         self._port = _Capped(max_ports)
+        self._container = _Capped(max_containers)
+
+    def container_label(self, container) -> str:
+        """A record's or socket's container (containers.ContainerRecord)
+        as a label value."""
+        return "" if container is None else self._container.label(display_name(container))
 
     @classmethod
     def serving(cls, addr: str, port: int, snapshots: Callable[[], Snapshot],
@@ -139,17 +151,20 @@ class MetricsSink:
             kind = r["type"]
             name = r["process"] or r["comm"] or "?"   # vocabulary.process_name, inlined
             comm = comms.get(name) or comms.label(name)
+            c = r.get("container")
+            ctr = "" if c is None else self.container_label(c)
             if kind == UDP:   # a flow, not a connection
-                key = (r["direction"], _FAMILY[r["sock_family"], r["mapped"]], comm)
+                key = (r["direction"], _FAMILY[r["sock_family"], r["mapped"]], comm, ctr)
                 flows[key] = flows.get(key, 0) + 1
                 if r["mapped"] and r["direction"] == IN:    # came in: vocabulary.came_in
                     lport = str(r["lport"])
-                    dkey = (UDP_PROTOCOL, port_labels.get(lport) or port_labels.label(lport), comm)
+                    dkey = (UDP_PROTOCOL, port_labels.get(lport) or port_labels.label(lport), comm,
+                            ctr)
                     dual[dkey] = dual.get(dkey, 0) + 1
                 continue
             if kind == CLOSE:   # the end of a connection counted already (bytes: issue 20)
                 continue
-            key = (kind, _FAMILY[r["sock_family"], r["mapped"]], comm)
+            key = (kind, _FAMILY[r["sock_family"], r["mapped"]], comm, ctr)
             totals[key] = totals.get(key, 0) + 1
             if kind in THROUGH_LISTENER:
                 lport = str(r["lport"])
@@ -159,7 +174,7 @@ class MetricsSink:
                     pkey = (port, comm, "none" if v6only is None else "true" if v6only else "false")
                     ports[pkey] = ports.get(pkey, 0) + 1
                 if r["mapped"]:
-                    dkey = (TCP_PROTOCOL, port, comm)
+                    dkey = (TCP_PROTOCOL, port, comm, ctr)
                     dual[dkey] = dual.get(dkey, 0) + 1
 
     def lost(self, rec: LostRecord) -> None:
@@ -182,9 +197,10 @@ class MetricsSink:
             self.server = None
 
 
-# a dual-stack socket as the gauges show it: (protocol, port, comm, the
-# IPv4 connections a TCP listener carries now, accepted or queued; 0 for UDP)
-Gauged = Tuple[str, int, str, int]
+# a dual-stack socket as the gauges show it: (protocol, port, comm, its
+# container (containers.ContainerRecord or None), the IPv4 connections a TCP
+# listener carries now, accepted or queued; 0 for UDP)
+Gauged = Tuple[str, int, str, Optional[dict], int]
 
 
 def dual_stack_now(snap: Snapshot) -> List[Gauged]:
@@ -192,6 +208,7 @@ def dual_stack_now(snap: Snapshot) -> List[Gauged]:
     with the IPv4 connections each TCP listener carries (Snapshot.carried_by,
     as `snapshot --explain` counts them)."""
     return [(s.protocol, s.lport, (s.first_owner.comm if s.first_owner else None) or "?",
+             s.first_owner.container if s.first_owner else None,
              sum(c.mapped for c in snap.carried_by(s)) if s.protocol == TCP_PROTOCOL else 0)
             for s in snap.sockets if s.dual_stack]
 
@@ -244,35 +261,38 @@ class Collector:
     def collect(self) -> Iterator[Metric]:
         s = self.sink
         yield _counter("socktrace_connections", "New TCP connections seen, by event (accept, "
-                       "connect, connect_failed, unaccepted), family (ipv4, ipv6, ipv4_mapped) "
-                       "and process name", ["event", "family", "comm"], s.connections_total)
+                       "connect, connect_failed, unaccepted), family (ipv4, ipv6, ipv4_mapped), "
+                       "process name and container", ["event", "family", "comm", "container"],
+                       s.connections_total)
         yield _counter("socktrace_accepts_by_port", "Accepted connections by listening port, "
                        "process name and the listener's IPV6_V6ONLY", ["port", "comm", "v6only"],
                        s.accepts_by_port)
         yield _counter("socktrace_udp_flows", "New UDP flows (socket, peer) seen, by direction "
                        "(in: first datagram received, out: sent), family (ipv4, ipv6, "
-                       "ipv4_mapped) and process name", ["direction", "family", "comm"],
-                       s.udp_flows_total)
+                       "ipv4_mapped), process name and container",
+                       ["direction", "family", "comm", "container"], s.udp_flows_total)
         yield _counter("socktrace_dual_stack_ipv4", "IPv4 peers through a dual-stack AF_INET6 "
                        "socket (MAPPED) that came in: TCP connections accepted or left queued, "
-                       "UDP flows whose first datagram was received; by protocol, port and "
-                       "process name", ["protocol", "port", "comm"], s.dual_stack_ipv4)
+                       "UDP flows whose first datagram was received; by protocol, port, "
+                       "process name and container", ["protocol", "port", "comm", "container"],
+                       s.dual_stack_ipv4)
         listeners = self.listeners()
         g = GaugeMetricFamily("socktrace_dual_stack_listener", "1 for each dual-stack listener "
                               "(AF_INET6 on [::] without IPV6_V6ONLY: it serves IPv4 too), now",
-                              labels=["port", "comm"])
+                              labels=["port", "comm", "container"])
         m = GaugeMetricFamily("socktrace_dual_stack_mapped_connections", "The IPv4 connections "
                               "(tcp6 MAPPED) each dual-stack listener carries now",
-                              labels=["port", "comm"])
+                              labels=["port", "comm", "container"])
         u = GaugeMetricFamily("socktrace_dual_stack_udp_socket", "1 for each dual-stack UDP "
                               "socket (AF_INET6 bound to [::] without IPV6_V6ONLY: it takes IPv4 "
-                              "datagrams too), now", labels=["port", "comm"])
-        for protocol, port, comm, mapped in listeners:
+                              "datagrams too), now", labels=["port", "comm", "container"])
+        for protocol, port, comm, container, mapped in listeners:
+            labels = [str(port), comm, s.container_label(container)]
             if protocol == UDP_PROTOCOL:
-                u.add_metric([str(port), comm], 1)
+                u.add_metric(labels, 1)
                 continue
-            g.add_metric([str(port), comm], 1)
-            m.add_metric([str(port), comm], mapped)
+            g.add_metric(labels, 1)
+            m.add_metric(labels, mapped)
         yield g
         yield m
         yield u

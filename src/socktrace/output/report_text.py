@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ..report import BadLine, Report, Traffic, advice
 from ..classify import endpoint
-from ..vocabulary import ACCEPT, CONNECT, UDP, UNACCEPTED
+from ..vocabulary import ACCEPT, CONNECT, CONNECTIONS, UDP, UNACCEPTED
 from .advice_text import advice_lines
 from .escape import escape
-from .names import pid_list, size
+from ..containers import display_name
+from .names import container_words, pid_list, size
 
 PROTOCOL_NAMES = {"mapped": "IPv4 over AF_INET6 (MAPPED, netstat: tcp6)",
                   "ipv4": "plain IPv4 (tcp)", "ipv6": "native IPv6 (tcp6)"}
@@ -103,6 +104,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
             v6only = "/".join(str(int(v)) for v in sorted(l.v6only)) or "?"
             add(f"  {_who_all(l.pids, l.process)}, {_port(l.protocol, l.port)}: {l.mapped} IPv4 "
                 f"(MAPPED), {l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
+            if l.container:
+                add(f"    in {container_words(l.container)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
             if l.key in r.listener_traffic:
@@ -120,6 +123,18 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
                 add(f"    command: {escape(c.cmdline)}")
             add("    fix: connect IPv4 destinations with an AF_INET socket "
                 "(getaddrinfo with AF_UNSPEC returns them as AF_INET)")
+
+    if r.containers:
+        add("")
+        add(f"Containers ({len(r.containers)}, busiest first):")
+        add(f"  {'CONTAINER':<20} {'RUNTIME':<14} {'CONNS':>7} {'UDP':>6} {'MAPPED':>7} {'IPV4':>6} "
+            f"{'IPV6':>6}  IMAGE")
+        for c in sorted(r.containers.values(), key=lambda c: -sum(c.by_type.values()))[:top]:
+            conns = sum(n for t, n in c.by_type.items() if t in CONNECTIONS)
+            add(f"  {escape(display_name(c.container))[:20]:<20} {c.container['runtime']:<14} "
+                f"{conns:>7} {c.by_type[UDP]:>6} {c.by_protocol['mapped']:>7} "
+                f"{c.by_protocol['ipv4']:>6} {c.by_protocol['ipv6']:>6}  "
+                f"{escape(c.container.get('image') or '?')}")
 
     add("")
     procs = sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))

@@ -8,6 +8,7 @@ from ..records import SocketRecord
 from ..snapshot import Snapshot, Sock
 from .advice_text import advice_lines
 from .escape import escape
+from .names import container_words, who
 
 _ROW = "{:<11} {:<22} {:<22} {:<11} {:<20} {}"
 # a TCP listener, and an unconnected UDP socket (ss's UNCONN): any peer
@@ -19,8 +20,21 @@ def proto(rec: SocketRecord) -> str:
     return label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp")
 
 
-def owners(processes: list) -> str:
-    return ",".join(f"{o['pid']}/{escape(o['comm'] or '?')}" for o in processes)
+def owners(processes: list, width: int = 0) -> str:
+    """The processes holding a socket, and the first one's container.
+
+    >>> owners([{"pid": 500, "comm": "nginx"}, {"pid": 501, "comm": "nginx",
+    ...          "container": {"name": "web", "id": "ab"}}])
+    '500/nginx,501/nginx'
+    >>> owners([{"pid": 700, "comm": "squid", "container": {"name": "proxy", "id": "ab"}}], 20)
+    '700/squid@proxy'
+    """
+    if not processes:
+        return ""
+    first = processes[0]
+    rest = "".join(f",{o['pid']}/{escape(o['comm'] or '?')}" for o in processes[1:])
+    return who(str(first["pid"]), first["comm"], first.get("container"),
+               max(width - len(rest), 12) if width else 10**6) + rest
 
 
 def note(rec: SocketRecord) -> str:
@@ -52,7 +66,7 @@ def format_row(rec: SocketRecord) -> str:
     """
     peer = "*" if rec["state"] in LISTENING else str(rec["rport"])
     return _ROW.format(proto(rec), endpoint(rec["laddr"], rec["lport"]), endpoint(rec["raddr"], peer),
-                       rec["state"], owners(rec["processes"]) or "-", note(rec)).rstrip()
+                       rec["state"], owners(rec["processes"], 20) or "-", note(rec)).rstrip()
 
 
 def format_table(snap: Snapshot, records: list[SocketRecord]) -> str:
@@ -84,6 +98,8 @@ def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> s
         udp = lst.protocol == "udp"
         out.append(f"{who} {'receives UDP' if udp else 'listens'} on {endpoint(lst.laddr, lst.lport)} "
                    f"with a dual-stack AF_INET6 socket (IPV6_V6ONLY=0).")
+        if first and first.container:
+            out.append(f"  in {container_words(first.container)}, network namespace {lst.netns}")
         if first and first.cmdline:
             out.append(f"  command: {escape(first.cmdline)}")
         if udp:

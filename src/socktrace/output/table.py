@@ -1,9 +1,10 @@
 """The live table: one row per connection, netstat/ss-like, fits 100 columns.
 
-    TIME     EVENT   PID/COMM             LOCAL                 PEER                  SOCKET      V6ONLY
-    10:42:01 accept  31307/java           10.0.0.12:4243        10.0.0.20:64702       tcp6 MAPPED 0
+    TIME     EVENT   PID/COMM@CONTAINER   LOCAL                 PEER                  SOCKET      V6ONLY
+    10:42:01 accept  31307/java@backup    10.0.0.12:4243        10.0.0.20:64702       tcp6 MAPPED 0
 
-SOCKET is the socket's family as netstat names it (tcp, tcp6); MAPPED marks
+PID/COMM names the process as netstat does, and after @ its container
+(containers.py), when it runs in one.  SOCKET is the socket's family as netstat names it (tcp, tcp6); MAPPED marks
 an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
 A `failed` row (a connect that never completed its handshake) has its
 reason in the last column: refused, timeout, unreachable, reset, closed.
@@ -20,8 +21,7 @@ from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
 from .advice_text import advice_lines
-from .escape import escape
-from .names import pid_name, size
+from .names import pid_name, size, who
 from . import snapshot_text
 
 EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed",
@@ -30,7 +30,7 @@ EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONN
 UDP_LABELS = {IN: "udp in", OUT: "udp out"}
 _ROW = "{:<8} {:<7} {:<20} {:<21} {:<21} {:<11} {}"
 _WHO = 20
-HEADER = _ROW.format("TIME", "EVENT", "PID/COMM", "LOCAL", "PEER", "SOCKET", "V6ONLY")
+HEADER = _ROW.format("TIME", "EVENT", "PID/COMM@CONTAINER", "LOCAL", "PEER", "SOCKET", "V6ONLY")
 
 
 @lru_cache(maxsize=4)
@@ -79,15 +79,12 @@ def format_row(rec: ConnectionRecord) -> str:
     udp in  880/java             [::]:5353             10.0.0.20:41000       udp6 MAPPED 0
     """
     v6only = rec.get("v6only")
-    pid = f"{rec['pid'] or '-'}/"
-    name = process_name(rec) or "?"
-    if len(pid) + len(name) > _WHO:  # cut as ps cuts a long user name: the rest is in JSON
-        name = name[:_WHO - len(pid) - 1] + "+"
-    who = pid + escape(name)  # a name with control characters may still push the columns
     return _ROW.format(
         local_clock(rec["time"][:19]),
         UDP_LABELS[rec["direction"]] if rec["type"] == UDP else EVENT_LABELS.get(rec["type"], rec["type"]),
-        who,
+        # cut as ps cuts a long user name (the rest is in JSON); a name with
+        # control characters may still push the columns
+        who(str(rec["pid"] or "-"), process_name(rec), rec.get("container"), _WHO),
         endpoint(rec["laddr"], rec["lport"]),
         endpoint(rec["raddr"], rec["rport"]),
         label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp"),

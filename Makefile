@@ -15,8 +15,10 @@ RUNTIME_PACKAGES := python3-bpfcc linux-libc-dev python3-venv
 # What the tests add: bpftool (no BPF program is left behind; BTF offsets
 # cross-checked); qemu-system-x86, debootstrap, e2fsprogs: the distribution
 # and kernel matrix (tests/distros, tests/vm); vagrant: `vagrant validate`;
-# strace: that glibc's address probe really connect()s (tests/kernel/test_udp.py).
-TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant strace
+# strace: that glibc's address probe really connect()s (tests/kernel/test_udp.py);
+# podman, runc: real containers (tests/kernel/test_containers.py; crun, podman's
+# default runtime, refuses a hybrid cgroup layout).
+TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant strace podman runc
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
 .PHONY: setup runtime system run test test-vm unit bench bench-host bench-vm bench-snapshot install uninstall clean

@@ -6,6 +6,7 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "unit"))
 sys.path.insert(0, str(HERE / "distros"))
+sys.path.insert(0, str(HERE / "containers"))
 
 _matrix = None
 

@@ -3,7 +3,8 @@ collected the tests that need them, so that images build and VMs boot while
 this machine's own tests run.
 
 Each release is built once (build.py); then its chroot suite, each of its
-VM kernels and, for bookworm, the provisioning test run.  Threads only
+VM kernels and, for bookworm, the provisioning test and the container
+images (tests/containers) run.  Threads only
 start processes: two at a time, as the machine has 2 cores (a VM under
 emulation keeps both of its vCPUs busy).
 """
@@ -14,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +79,13 @@ def provision_without_headers(rel: Release, rootfs: Path) -> Result:
                                              "/socktrace/tests/distros/provision-suite.sh"], 1200)
 
 
+def container_images(rel: Release, rootfs: Path) -> Result:
+    """tests/containers/images.py: the release's tree as a base image,
+    socktrace's image from the Containerfile on it (tests/kernel/test_containers.py)."""
+    return _process(f"images-{rel.name}", [sys.executable, str(TOP / "tests/containers/images.py"),
+                                          str(rootfs)], 900)
+
+
 def vm(rel: Release, kernel: Kernel, image_dir: Path) -> Result:
     configs = [c.name for c in kernel.configs] + ["live"] + (["demo"] if kernel.demo else [])
     r = _process(f"vm-{rel.name}-{kernel.series}",
@@ -125,6 +134,8 @@ class Matrix:
                 job = self._pool.submit(userland, rel, out / "rootfs")
             elif key[0] == "provision":
                 job = self._pool.submit(provision_without_headers, rel, out / "rootfs")
+            elif key[0] == "images":
+                job = self._pool.submit(container_images, rel, out / "rootfs")
             else:
                 kernel = next(k for k in rel.kernels if k.series == key[2])
                 job = self._pool.submit(vm, rel, kernel, out)

@@ -20,10 +20,11 @@ PEER = str(Path(__file__).parent / "peer.py")
 
 
 class Socktrace:
-    """`socktrace --json ARGS` in the background, its records collected."""
+    """`socktrace --json ARGS` in the background, its records collected
+    (`command`: how socktrace is run, e.g. from its container image)."""
 
-    def __init__(self, *args, ready_timeout=60, preexec_fn=None):
-        self.proc = subprocess.Popen([SOCKTRACE, "--json", *args], stdout=subprocess.PIPE,
+    def __init__(self, *args, ready_timeout=60, preexec_fn=None, command=(SOCKTRACE,)):
+        self.proc = subprocess.Popen([*command, "--json", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         self.lines: list[str] = []
         self._cond = threading.Condition()

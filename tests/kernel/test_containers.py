@@ -1,0 +1,212 @@
+"""Containers for real: podman (Debian's) runs a JVM with a dual-stack
+ServerSocket in a container of its own (own network namespace, port
+published); socktrace, on the host and from its own image, names the
+container behind every record, filters by it, and snapshot finds the
+listener in the container's namespace and words the fix for it.
+
+The images come from the matrix's cached bookworm tree (no registry is
+reachable here): tests/containers/images.py, a matrix job."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import SOCKTRACE, listener, one
+from podman import BASE_IMAGE, LIMITS, PODMAN, RUN_LINE, SOCKTRACE_IMAGE, podman, remove, start
+from socktrace.containers import Described
+from socktrace.runtimes import Runtimes
+
+pytestmark = pytest.mark.matrix("images", "bookworm")
+
+NAME = "st-jvm"     # short: the table shows PID/java@st-jvm whole
+PORT = 8080
+JAVA_FIX = "podman run -e JAVA_TOOL_OPTIONS=-Djava.net.preferIPv4Stack=true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jvm(matrix):
+    """The JVM in its container (java runs as the container's first
+    process), its port published on the host's loopback."""
+    images = matrix.result(("images", "bookworm"))
+    assert images.rc == 0, images.output[-3000:]
+    c = start(NAME, BASE_IMAGE, "java", "/opt/socktrace-demo/DualStackServer.java", str(PORT),
+              options=("--label", "io.kubernetes.pod.name=shop-7d9",
+                       "--label", "io.kubernetes.pod.namespace=shop"),
+              listens=PORT, publish=free_port())
+    yield c
+    remove(c)
+
+
+def expected(c):
+    return {"runtime": "podman", "id": c.id, "name": NAME, "image": BASE_IMAGE, "pod": None,
+            "namespace": None, "pod_uid": None}
+
+
+def in_netns(c, host, port):
+    """A client on the host's python, in the container's network namespace
+    only: a host process there (its records have no container)."""
+    code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
+            "print(s.getsockname()[1], flush=True); time.sleep(5)")
+    p = subprocess.Popen(["nsenter", "-t", str(c.pid), "-n", sys.executable, "-c", code],
+                         stdout=subprocess.PIPE, text=True)
+    return p, int(p.stdout.readline())
+
+
+def in_container(c, host, port):
+    """A client in the container itself (podman exec): its process is the container's."""
+    code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
+            "print(s.getsockname()[1], flush=True); time.sleep(5)")
+    p = subprocess.Popen([*PODMAN, "exec", c.name, "python3", "-c", code], stdout=subprocess.PIPE,
+                         text=True)
+    return p, int(p.stdout.readline())
+
+
+def test_a_containerised_jvms_connections_name_its_container(jvm, socktrace):
+    """IPv4 through the published port and from inside, IPv6 inside: each
+    accept is in the container's network namespace and names podman's
+    container (id, name, image); --container NAME and an id prefix keep
+    exactly its processes' records."""
+    st = socktrace("-P", str(PORT))
+    by_name = socktrace("--container", NAME)
+    by_id = socktrace("--container", jvm.id[:12])
+    host_ls = listener(v6only=0)           # a host process: in none of the filtered ones
+    host_port = host_ls.getsockname()[1]
+    outside = socket.create_connection(("127.0.0.1", jvm.published))
+    v6, v6_port = in_netns(jvm, "::1", PORT)
+    inside, inside_port = in_container(jvm, "127.0.0.1", PORT)
+    host_c = socket.create_connection(("127.0.0.1", host_port))
+    host_ls.accept()
+    try:
+        ctr = expected(jvm)
+        mapped = one(st, "accept", rport=outside.getsockname()[1])
+        native = one(st, "accept", rport=v6_port)
+        local = one(st, "accept", rport=inside_port)
+        for rec in (mapped, native, local):
+            assert (rec["pid"], rec["process"], rec["container"], rec["unit"], rec["netns"]) == \
+                (jvm.pid, "java", ctr, None, jvm.netns)
+            assert rec["cgroup"] == f"/libpod_parent/libpod-{jvm.id}"
+        assert (mapped["sock_family"], mapped["mapped"], mapped["v6only"]) == ("AF_INET6", True, False)
+        assert (native["mapped"], native["raddr"]) == (False, "::1")
+        assert (local["mapped"], local["raddr"]) == (True, "127.0.0.1")
+        # the clients: podman exec's is the container's; nsenter's only borrows its namespace
+        assert one(st, "connect", lport=inside_port)["container"] == ctr
+        assert one(st, "connect", lport=v6_port)["container"] is None
+        for filtered in (by_name, by_id):
+            one(filtered, "accept", rport=inside_port)
+            one(filtered, "connect", lport=inside_port)
+        time.sleep(0.5)
+        for filtered in (by_name, by_id):
+            recs = [r for r in filtered.records if r["type"] in ("accept", "connect")]
+            assert {r["container"]["id"] for r in recs} == {jvm.id}
+            assert not [r for r in recs if host_port in (r["lport"], r["rport"])]
+        assert st.stop() == 0
+        dual = [d for d in st.records[-1]["dual_stack"] if d["port"] == PORT]
+        assert [(d["container"], d["mapped"]) for d in dual] == [(ctr, 2)]
+        advice = dual[0]["advice"]
+        assert advice["app"] == "java" and advice["change"] == "-Djava.net.preferIPv4Stack=true"
+        assert JAVA_FIX in advice["container"]["where"]
+        assert advice["container"]["apply"].startswith(f"re-create the container from its definition: "
+                                                       f"podman rm -f {NAME}")
+    finally:
+        for p in (v6, inside):
+            p.kill()
+            p.wait()
+
+
+def test_the_table_names_the_container(jvm):
+    proc = subprocess.Popen([SOCKTRACE, "-P", str(PORT), "--duration", "30"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().split()[2] == "PID/COMM@CONTAINER"
+        c = socket.create_connection(("127.0.0.1", jvm.published))
+        row = proc.stdout.readline()
+        assert re.search(rf" accept  {jvm.pid}/java@{NAME} +10\.88\.\S+:{PORT} .* tcp6 MAPPED 0$", row), row
+        assert len(row.rstrip("\n")) <= 100
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def snapshot(*args):
+    r = subprocess.run([SOCKTRACE, "snapshot", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_snapshot_finds_the_listener_in_the_containers_namespace(jvm):
+    """As root, snapshot looks into every network namespace: the JVM's
+    dual-stack listener is there, named by its container, and the fix is
+    worded for it."""
+    recs = [json.loads(line) for line in snapshot("--json", "-P", str(PORT)).splitlines()]
+    ls = [r for r in recs if r["state"] == "LISTEN" and r["netns"] == jvm.netns]
+    assert len(ls) == 1
+    rec = ls[0]
+    assert (rec["pid"], rec["comm"], rec["v6only"], rec["container"]) == (jvm.pid, "java", False, expected(jvm))
+    assert rec["processes"][0]["container"] == expected(jvm)
+    assert JAVA_FIX in rec["advice"]["container"]["where"]
+    assert not [r for r in map(json.loads, snapshot("--json", "--own-netns", "-P", str(PORT)).splitlines())
+                if r["netns"] == jvm.netns]
+    assert f"{jvm.pid}/java@{NAME}" in snapshot("-P", str(PORT))
+    text = snapshot("--explain", "--container", NAME)
+    assert f"{jvm.pid}/java listens on [::]:{PORT} with a dual-stack AF_INET6 socket" in text
+    assert f"  in podman container {NAME} (image {BASE_IMAGE}, id {jvm.id[:12]}), network namespace {jvm.netns}" \
+        in text
+    assert f"in podman container {NAME}, image {BASE_IMAGE}: make the change in the container's " \
+           f"environment: {JAVA_FIX} (compose: environment:)" in text
+    assert "    fix, in the JVM's options" in text      # the application's own fix stays
+
+
+def test_socktrace_from_its_image_gives_the_same_records(jvm, socktrace):
+    """The Containerfile's image, run with README's run line, reports what
+    socktrace on the host reports for the same connections (but for the
+    wall clock each reads on its own)."""
+    host = socktrace("-P", str(PORT))
+    image = socktrace("-P", str(PORT), command=(*PODMAN, "run", "--rm", "-i", *LIMITS, *RUN_LINE, SOCKTRACE_IMAGE),
+                      ready_timeout=120)
+    outside = socket.create_connection(("127.0.0.1", jvm.published))
+    inside, inside_port = in_container(jvm, "127.0.0.1", PORT)
+    try:
+        for match in ({"rport": outside.getsockname()[1]}, {"rport": inside_port}):
+            a, b = one(host, "accept", **match), one(image, "accept", **match)
+            assert a["container"] == expected(jvm)
+            assert {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
+        a, b = one(host, "connect", lport=inside_port), one(image, "connect", lport=inside_port)
+        assert {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
+        assert image.stop() == 0
+    finally:
+        inside.kill()
+        inside.wait()
+
+
+def test_podmans_http_api_names_the_container_and_its_pod(jvm, tmp_path):
+    """docker's API, as podman serves it (`podman system service`): the
+    name, the image, and a Kubernetes pod from the labels a kubelet sets."""
+    sock = tmp_path / "run/podman/podman.sock"
+    sock.parent.mkdir(parents=True)
+    service = subprocess.Popen([*PODMAN, "system", "service", "--time=0", f"unix://{sock}"],
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline and service.poll() is None, "podman's service did not start"
+            time.sleep(0.1)
+        # tmp_path has no podman storage file: the API is asked
+        assert Runtimes(str(tmp_path)).describe("podman", jvm.id) == \
+            Described(name=NAME, image=BASE_IMAGE, pod="shop-7d9", namespace="shop")
+        assert Runtimes(str(tmp_path)).describe("podman", "f" * 64) == Described()
+    finally:
+        service.terminate()
+        service.wait(30)

@@ -1,7 +1,8 @@
 """Build the images the container tests run, without a registry: a Debian
 release's tree from the matrix's cache as the base image (imported again
 only when the tree was rebuilt), then socktrace's image from the
-repository's Containerfile on top of it (podman caches its layers).
+repository's Containerfile on top of it (podman caches its layers); the
+base image is loaded into docker's daemon too (started if need be).
 
     python3 tests/containers/images.py ROOTFS
 """
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dockerd import DOCKER, docker, ensure_dockerd
 from podman import BASE_IMAGE, LIMITS, PODMAN, SOCKTRACE_IMAGE, podman
 
 TOP = Path(__file__).resolve().parents[2]
@@ -20,16 +22,20 @@ TOP = Path(__file__).resolve().parents[2]
 SKIP = ("./proc/*", "./sys/*", "./dev/*", "./run/*", "./tmp/*", "./socktrace/*")
 
 
+def stamp(rootfs: Path) -> str:
+    return str(int((rootfs / "var/lib/dpkg/status").stat().st_mtime))
+
+
 def base_image(rootfs: Path) -> None:
-    stamp = str(int((rootfs / "var/lib/dpkg/status").stat().st_mtime))
+    stamp_ = stamp(rootfs)
     have = podman("image", "inspect", "-f", '{{ index .Labels "socktrace.rootfs" }}', BASE_IMAGE,
                   check=False)
-    if have == stamp:
+    if have == stamp_:
         print(f"{BASE_IMAGE}: up to date ({rootfs})")
         return
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--one-file-system",
                             *[f"--exclude={s}" for s in SKIP], "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([*PODMAN, "import", "--change", f"LABEL socktrace.rootfs={stamp}", "-",
+    imported = subprocess.run([*PODMAN, "import", "--change", f"LABEL socktrace.rootfs={stamp_}", "-",
                                BASE_IMAGE], stdin=tar.stdout, capture_output=True, text=True)
     tar.stdout.close()
     if tar.wait() != 0 or imported.returncode != 0:
@@ -43,6 +49,23 @@ def socktrace_image() -> None:
                  "-t", SOCKTRACE_IMAGE, "-f", str(TOP / "Containerfile"), str(TOP), timeout=900))
 
 
+def docker_base_image(rootfs: Path) -> None:
+    """The same base image in docker's store (podman save | docker load)."""
+    ensure_dockerd()
+    have = docker("image", "inspect", "-f", '{{ index .Config.Labels "socktrace.rootfs" }}', BASE_IMAGE,
+                  check=False)
+    if have == stamp(rootfs):
+        print(f"docker {BASE_IMAGE}: up to date")
+        return
+    save = subprocess.Popen([*PODMAN, "save", BASE_IMAGE], stdout=subprocess.PIPE)
+    loaded = subprocess.run([DOCKER, "load"], stdin=save.stdout, capture_output=True, text=True)
+    save.stdout.close()
+    if save.wait() != 0 or loaded.returncode != 0:
+        sys.exit(f"docker load: podman save rc {save.returncode}, docker: {loaded.stderr.strip()}")
+    print(f"docker {BASE_IMAGE}: {loaded.stdout.strip()}")
+
+
 if __name__ == "__main__":
     base_image(Path(sys.argv[1]))
     socktrace_image()
+    docker_base_image(Path(sys.argv[1]))

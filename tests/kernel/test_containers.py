@@ -2,7 +2,8 @@
 ServerSocket in a container of its own (own network namespace, port
 published); socktrace, on the host and from its own image, names the
 container behind every record, filters by it, and snapshot finds the
-listener in the container's namespace and words the fix for it.
+listener in the container's namespace and words the fix for it.  Docker's
+daemon (Debian's docker.io) runs a Python one, named through its API.
 
 The images come from the matrix's cached bookworm tree (no registry is
 reachable here): tests/containers/images.py, a matrix job."""
@@ -17,8 +18,9 @@ import time
 
 import pytest
 
-from helpers import SOCKTRACE, listener, one
-from podman import BASE_IMAGE, LIMITS, PODMAN, RUN_LINE, SOCKTRACE_IMAGE, podman, remove, start
+from dockerd import docker, ensure_dockerd
+from helpers import SOCKTRACE, Socktrace, listener, one
+from podman import BASE_IMAGE, LIMITS, PODMAN, RUN_LINE, SOCKTRACE_IMAGE, Container, remove, start
 from socktrace.containers import Described
 from socktrace.runtimes import Runtimes
 
@@ -210,3 +212,43 @@ def test_podmans_http_api_names_the_container_and_its_pod(jvm, tmp_path):
     finally:
         service.terminate()
         service.wait(30)
+
+
+SERVER = ("import socket\n"
+          "s = socket.socket(socket.AF_INET6)\n"
+          "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+          "s.bind(('::', 8081)); s.listen(64)\n"
+          "while True: s.accept()[0].close()\n")
+
+
+def test_a_docker_container_is_named_by_dockers_api():
+    """Docker's daemon (docker.io, cgroupfs driver: /docker/<id>), asked on
+    its socket: the records and snapshot name the container and its image."""
+    ensure_dockerd()
+    name = "st-dock"
+    docker("rm", "-f", name, check=False)
+    cid = docker("run", "-d", "--name", name, *LIMITS, BASE_IMAGE, "python3", "-c", SERVER)
+    try:
+        pid = int(docker("inspect", "-f", "{{.State.Pid}}", cid))
+        c = Container(name, cid, pid)
+        deadline = time.monotonic() + 30
+        while not c.listening(8081):
+            assert time.monotonic() < deadline, docker("logs", cid)
+            time.sleep(0.2)
+        want = {"runtime": "docker", "id": cid, "name": name, "image": BASE_IMAGE, "pod": None,
+                "namespace": None, "pod_uid": None}
+        st = Socktrace("--container", name)
+        try:
+            client, port = in_netns(c, "127.0.0.1", 8081)
+            rec = one(st, "accept", rport=port)
+            assert (rec["pid"], rec["process"], rec["mapped"], rec["netns"], rec["container"]) == \
+                (pid, "python3", True, c.netns, want)
+            assert rec["cgroup"] == f"/docker/{cid}"
+            client.kill()
+            client.wait()
+        finally:
+            st.stop()
+        ls = [json.loads(line) for line in snapshot("--json", "--container", cid[:12]).splitlines()]
+        assert [(r["state"], r["lport"], r["container"]) for r in ls] == [("LISTEN", 8081, want)]
+    finally:
+        docker("rm", "-f", name, check=False)

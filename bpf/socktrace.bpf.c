@@ -8,7 +8,7 @@
  *   -DPROBE_TRACEPOINT  for kernels with neither: connects from their
  *                       state transitions, accepts from the exits of the
  *                       accept()/accept4() system calls
- * and the settings MAPPED_ONLY, FILTER_PID, NO_FAILED, USE_RINGBUF,
+ * and the settings MAPPED_ONLY, FILTER_PID, SKIP_CGROUPS_MAX, NO_FAILED, USE_RINGBUF,
  * RINGBUF_PAGES, PENDING_MAX, ACCEPT_NARGS, and for UDP flows (every mode,
  * the end of this file) TRACE_UDP, UDP_IDLE_NS, UDP_FLOWS_MAX, HAVE_SOCK_LENGTH
  * (see socktrace/probes.py).
@@ -92,6 +92,13 @@ BPF_TABLE("lru_hash", u64, struct event, connects, PENDING_MAX);
 BPF_TABLE("lru_hash", u32, u8, known_pids, 65536);
 /* room for one cmdline_event per CPU: too big for the BPF stack */
 BPF_PERCPU_ARRAY(cmdline_scratch, struct cmdline_event, 1);
+#ifdef SKIP_CGROUPS_MAX
+/* --container: cgroups (v2 ids) of other containers, which Python learns
+ * from their first events (it alone knows a container's name).  A cgroup
+ * not listed yet goes to Python, which decides: learning can only make
+ * the kernel skip what Python would drop. */
+BPF_TABLE("lru_hash", u64, u8, skip_cgroups, SKIP_CGROUPS_MAX);
+#endif
 
 static __always_inline void count(u32 stat)
 {
@@ -177,6 +184,10 @@ static __always_inline bool wanted(const struct event *e)
 		return false;
 	if (FILTER_PID && e->pid != FILTER_PID)
 		return false;
+#ifdef SKIP_CGROUPS_MAX
+	if (skip_cgroups.lookup((u64 *)&e->cgroup_id))
+		return false;
+#endif
 	return true;
 }
 

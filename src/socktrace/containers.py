@@ -27,9 +27,10 @@ names as \x2d (machine-rkt\x2d<uuid>.scope): names are unescaped.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Dict, Optional, Protocol, TypedDict
+from typing import Dict, NamedTuple, Optional, Protocol, TypedDict
 
 
 class ContainerRecord(TypedDict):
@@ -52,6 +53,7 @@ class CgroupOwner:
     id: Optional[str] = None
     pod_uid: Optional[str] = None
     unit: Optional[str] = None
+    v2: bool = False     # the container is named by the cgroup v2 path (bpf_get_current_cgroup_id's)
 
 
 HOST = CgroupOwner()
@@ -139,7 +141,7 @@ def parse_cgroup(text: str) -> CgroupOwner:
     >>> parse_cgroup("0::/libpod_parent/libpod-" + "c" * 64 + "\\n").runtime
     'podman'
     >>> parse_cgroup("1:name=systemd:/system.slice/nginx.service\\n0::/\\n")
-    CgroupOwner(runtime=None, id=None, pod_uid=None, unit='nginx.service')
+    CgroupOwner(runtime=None, id=None, pod_uid=None, unit='nginx.service', v2=False)
     """
     paths = []
     for line in text.splitlines():
@@ -148,10 +150,10 @@ def parse_cgroup(text: str) -> CgroupOwner:
         # v2 first, then systemd's own v1 hierarchy, then the others
         paths.append((0 if hier == "0" else 1 if controllers == "name=systemd" else 2, path))
     paths.sort(key=lambda p: p[0])
-    for _, path in paths:
+    for rank, path in paths:
         owner = _container_in(path)
         if owner is not None:
-            return owner
+            return dataclasses.replace(owner, v2=rank == 0)
     for rank, path in paths:
         unit = _unit_in(path) if rank < 2 else None
         if unit is not None:
@@ -178,8 +180,17 @@ class Runtimes(Protocol):
 _NAMED_BY_PATH = ("systemd-nspawn", "lxc")
 
 
+class Placement(NamedTuple):
+    """Where a process runs: its container (None on the host), a host
+    process's systemd unit, and whether the kernel's cgroup id
+    (bpf_get_current_cgroup_id: cgroup v2) is the container's."""
+    container: Optional[ContainerRecord]
+    unit: Optional[str]
+    v2: bool = False
+
+
 class Containers:
-    """cgroup file text -> (container record, unit), each cgroup looked up
+    """cgroup file text -> Placement (its container record), each cgroup looked up
     once and its container's runtime asked once, then cached (a cgroup
     outlives the processes in it: a server's workers share one).
 
@@ -187,33 +198,34 @@ class Containers:
     ...     def describe(self, runtime, id): return Described()
     >>> c = Containers(Nobody())
     >>> c.lookup("0::/machine.slice/systemd-nspawn@web.service/payload\\n")
-    ({'runtime': 'systemd-nspawn', 'id': 'web', 'name': 'web', 'image': None, 'pod': None, \
-'namespace': None, 'pod_uid': None}, None)
+    Placement(container={'runtime': 'systemd-nspawn', 'id': 'web', 'name': 'web', 'image': None, \
+'pod': None, 'namespace': None, 'pod_uid': None}, unit=None, v2=True)
     >>> c.lookup("0::/system.slice/squid.service\\n")
-    (None, 'squid.service')
+    Placement(container=None, unit='squid.service', v2=False)
     """
 
     def __init__(self, runtimes: Runtimes):
         self._runtimes = runtimes
-        self._by_cgroup: Dict[str, tuple[Optional[ContainerRecord], Optional[str]]] = {}
+        self._by_cgroup: Dict[str, Placement] = {}
         self.asked = 0
 
-    def lookup(self, cgroup_text: str) -> tuple[Optional[ContainerRecord], Optional[str]]:
+    def lookup(self, cgroup_text: str) -> Placement:
         found = self._by_cgroup.get(cgroup_text)
         if found is None:
             found = self._by_cgroup[cgroup_text] = self._describe(parse_cgroup(cgroup_text))
         return found
 
-    def _describe(self, owner: CgroupOwner) -> tuple[Optional[ContainerRecord], Optional[str]]:
+    def _describe(self, owner: CgroupOwner) -> Placement:
         if owner.runtime is None or owner.id is None:
-            return None, owner.unit
+            return Placement(None, owner.unit)
         if owner.runtime in _NAMED_BY_PATH:
             said = Described(name=owner.id)
         else:
             self.asked += 1
             said = self._runtimes.describe(owner.runtime, owner.id)
-        return {"runtime": owner.runtime, "id": owner.id, "name": said.name, "image": said.image,
-                "pod": said.pod, "namespace": said.namespace, "pod_uid": owner.pod_uid}, None
+        return Placement({"runtime": owner.runtime, "id": owner.id, "name": said.name,
+                          "image": said.image, "pod": said.pod, "namespace": said.namespace,
+                          "pod_uid": owner.pod_uid}, None, owner.v2)
 
 
 def display_name(container: ContainerRecord) -> str:

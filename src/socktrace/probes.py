@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 from pathlib import Path
 
 from .kernel import headers
@@ -62,6 +62,7 @@ PENDING_MAX = 65536      # each map's size: children between their clone and acc
 LIVES_MAX = 65536        # open connections followed to their close (--lifetime, --metrics; LRU)
 TRAFFIC_MAX = 4096       # (process name, peer family) sums of ended connections' bytes (--metrics)
 UDP_FLOWS_MAX = 65536    # UDP flows remembered (LRU): those older than --udp-idle are forgotten first
+SKIP_CGROUPS_MAX = 4096  # --container: other containers' cgroups the kernel skips (LRU)
 # the cgroup programs of bpf/socktrace.bpf.c (UDP flows) and where each is attached
 UDP_PROGRAMS = (("socktrace_udp4_sendmsg", UDP4_SENDMSG), ("socktrace_udp6_sendmsg", UDP6_SENDMSG),
                 ("socktrace_udp4_recvmsg", UDP4_RECVMSG), ("socktrace_udp6_recvmsg", UDP6_RECVMSG))
@@ -86,6 +87,7 @@ class KernelFilter:
     udp_idle: float = 60.0   # seconds without a datagram after which a flow is new again
     lifetime: bool = False   # close records (--lifetime): the connections reported are kept
     traffic: bool = False    # bytes by process and peer family (--metrics): kept too, summed
+    containers: bool = False  # --container: skip the cgroups Python names (Probes.skip_cgroups)
 
 
 class Probes:
@@ -163,6 +165,13 @@ class Probes:
         if ended:
             delete_batch(flows.map_fd, ended, key_size)
         return events
+
+    def skip_cgroups(self, ids: Iterable[int]) -> None:
+        """--container: the kernel drops the events of these cgroups (v2
+        ids: other containers', record_builder.RecordBuilder.unwanted_cgroups)."""
+        table = self._bpf["skip_cgroups"]
+        for cgroup_id in ids:
+            table[table.Key(cgroup_id)] = table.Leaf(1)
 
     def drops(self) -> Drops:
         """Each counter of Drops, summed over the CPUs from its own index in
@@ -408,6 +417,8 @@ class Loader:
         d["MAPPED_ONLY"] = int(self.kfilter.mapped_only)
         d["FILTER_PID"] = self.kfilter.pid or 0
         d["NO_FAILED"] = int(not self.kfilter.failed)
+        if self.kfilter.containers:
+            d["SKIP_CGROUPS_MAX"] = SKIP_CGROUPS_MAX
         d["PENDING_MAX"] = PENDING_MAX
         if self.kfilter.lifetime or self.kfilter.traffic:
             d["LIVES_MAX"] = LIVES_MAX

@@ -15,6 +15,7 @@ process-wide global where this takes a parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import struct
@@ -33,6 +34,7 @@ class ProcessInfo:
     cgroup: str | None
     container: ContainerRecord | None = None   # containers.py: None on the host
     unit: str | None = None                    # a host process's systemd unit
+    container_v2: bool = False   # the kernel's cgroup id (v2) for it is its container's
 
 
 NO_PROCESS = ProcessInfo(None, None, None)
@@ -150,8 +152,7 @@ class ProcessCache:
             # while it still starts with what the kernel saw
             if not (truncated and cmdline and cmdline.startswith(kernel)):
                 cmdline = kernel
-        self._procs[pid] = ProcessInfo(process or info.comm, cmdline, info.cgroup, info.container,
-                                       info.unit)
+        self._procs[pid] = dataclasses.replace(info, comm=process or info.comm, cmdline=cmdline)
 
     def _read(self, pid: int) -> ProcessInfo:
         self.lookups += 1
@@ -162,8 +163,8 @@ class ProcessCache:
             cgroups = (base / "cgroup").read_text()
         except OSError:
             return NO_PROCESS
-        container, unit = self.containers.lookup(cgroups)
-        return ProcessInfo(comm, cmdline or None, read_cgroup(cgroups), container, unit)
+        placed = self.containers.lookup(cgroups)
+        return ProcessInfo(comm, cmdline or None, read_cgroup(cgroups), *placed)
 
 
 def socket_owners(procfs: str = "/proc") -> tuple[dict[int, list[int]], int]:

@@ -28,6 +28,7 @@ from .classify import came_through
 from .events import EVENT_ACCEPT, EVENT_CONNECT, EVENT_UDP_IN, EVENT_UDP_OUT, Connection, \
     ProcessArgs, decode, origin, time_and_ports
 from .filters import Filter
+from .containers import matches as container_matches
 from .procinfo import NO_PROCESS, ProcessInfo
 from .records import ConnectionRecord, SummaryRecord, connection_record, dual_stack_record, owner, \
     record_like, summary_record
@@ -71,6 +72,11 @@ class RecordBuilder:
         self.processes = processes
         # per event: no call at all when nothing is filtered in userspace
         self._matches = None if flt == Filter() else flt.matches
+        self._containers = flt.container
+        # --container: the cgroups (v2 ids) of other containers, for the
+        # kernel to skip (Probes.skip_cgroups): new ones, and every one
+        self._unwanted_new: list[int] = []
+        self._unwanted: set[int] = set()
         self.wall_offset_ns = wall_offset_ns
         self.own_netns = own_netns
         self.counts: Counter[str] = Counter()   # records passed on, by type
@@ -176,8 +182,24 @@ class RecordBuilder:
         """The record of `c`, or None when a userspace filter drops it."""
         proc = self.processes.process(c.pid) if c.pid else NO_PROCESS
         if self._matches is not None and not self._matches(c, proc.comm, proc.container):
+            if self._containers and proc.container_v2 and c.cgroup_id:
+                self._learn_unwanted(c.cgroup_id, proc.container)
             return None
         return connection_record(c, proc, self.processes.user(c.uid))
+
+    def _learn_unwanted(self, cgroup_id: int, container) -> None:
+        """`cgroup_id` is another container's when the process's cgroup v2
+        path names that container (so that no host process shares it) and
+        no --container value matches it."""
+        if cgroup_id not in self._unwanted and \
+                not any(container_matches(container, w) for w in self._containers):
+            self._unwanted.add(cgroup_id)
+            self._unwanted_new.append(cgroup_id)
+
+    def take_unwanted_cgroups(self) -> list[int]:
+        """The other containers' cgroups learnt since the last call."""
+        new, self._unwanted_new = self._unwanted_new, []
+        return new
 
     def _listener_owners(self, c: Connection, sockets: Snapshot) -> tuple[int, ...]:
         """The processes holding the listener `c` came through, found by

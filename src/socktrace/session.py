@@ -106,7 +106,8 @@ class BccKernel:
                                               udp=opts.filter.protocol != "tcp",
                                               udp_idle=opts.udp_idle,
                                               lifetime=opts.lifetime,
-                                              traffic=opts.metrics is not None),
+                                              traffic=opts.metrics is not None,
+                                              containers=bool(opts.filter.container)),
                             tracefs=tracefs_root(), buffer=opts.buffer,
                             buffer_pages=opts.buffer_pages)
         except (BccMissing, ProbeError, SourcesMissing, OSError) as exc:

@@ -50,6 +50,9 @@ class Tracer:
     def _connections(self, batch: list[bytes]) -> None:
         for records in self.builder.connections(batch):
             self.sink.connections(records)
+        unwanted = self.builder.take_unwanted_cgroups()
+        if unwanted:
+            self.probes.skip_cgroups(unwanted)
 
     def sweep_unaccepted(self, everything: bool = False) -> None:
         """Report connections that have waited in an accept queue too long

@@ -15,10 +15,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from dockerd import docker, ensure_dockerd
+from dockerd import DOCKER, docker, ensure_dockerd
 from helpers import SOCKTRACE, Socktrace, listener, one
 from podman import BASE_IMAGE, LIMITS, PODMAN, RUN_LINE, SOCKTRACE_IMAGE, Container, remove, start
 from socktrace.containers import Described
@@ -72,6 +73,14 @@ def in_container(c, host, port):
             "print(s.getsockname()[1], flush=True); time.sleep(5)")
     p = subprocess.Popen([*PODMAN, "exec", c.name, "python3", "-c", code], stdout=subprocess.PIPE,
                          text=True)
+    return p, int(p.stdout.readline())
+
+
+def in_docker(c, host, port):
+    code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
+            "print(s.getsockname()[1], flush=True); time.sleep(5)")
+    p = subprocess.Popen([DOCKER, "exec", c.name, "python3", "-c", code],
+                         stdout=subprocess.PIPE, text=True)
     return p, int(p.stdout.readline())
 
 
@@ -221,34 +230,79 @@ SERVER = ("import socket\n"
           "while True: s.accept()[0].close()\n")
 
 
-def test_a_docker_container_is_named_by_dockers_api():
-    """Docker's daemon (docker.io, cgroupfs driver: /docker/<id>), asked on
-    its socket: the records and snapshot name the container and its image."""
+@pytest.fixture(scope="module")
+def dock(matrix):
+    """A Python server in docker's container (the daemon started if need be)."""
+    images = matrix.result(("images", "bookworm"))
+    assert images.rc == 0, images.output[-3000:]
     ensure_dockerd()
     name = "st-dock"
     docker("rm", "-f", name, check=False)
     cid = docker("run", "-d", "--name", name, *LIMITS, BASE_IMAGE, "python3", "-c", SERVER)
+    c = Container(name, cid, int(docker("inspect", "-f", "{{.State.Pid}}", cid)))
     try:
-        pid = int(docker("inspect", "-f", "{{.State.Pid}}", cid))
-        c = Container(name, cid, pid)
         deadline = time.monotonic() + 30
         while not c.listening(8081):
             assert time.monotonic() < deadline, docker("logs", cid)
             time.sleep(0.2)
-        want = {"runtime": "docker", "id": cid, "name": name, "image": BASE_IMAGE, "pod": None,
-                "namespace": None, "pod_uid": None}
-        st = Socktrace("--container", name)
-        try:
-            client, port = in_netns(c, "127.0.0.1", 8081)
-            rec = one(st, "accept", rport=port)
-            assert (rec["pid"], rec["process"], rec["mapped"], rec["netns"], rec["container"]) == \
-                (pid, "python3", True, c.netns, want)
-            assert rec["cgroup"] == f"/docker/{cid}"
-            client.kill()
-            client.wait()
-        finally:
-            st.stop()
-        ls = [json.loads(line) for line in snapshot("--json", "--container", cid[:12]).splitlines()]
-        assert [(r["state"], r["lport"], r["container"]) for r in ls] == [("LISTEN", 8081, want)]
+        yield c
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_a_docker_container_is_named_by_dockers_api(dock):
+    """Docker's daemon (docker.io, cgroupfs driver: /docker/<id>), asked on
+    its socket: the records and snapshot name the container and its image."""
+    want = {"runtime": "docker", "id": dock.id, "name": dock.name, "image": BASE_IMAGE, "pod": None,
+            "namespace": None, "pod_uid": None}
+    st = Socktrace("--container", dock.name)
+    try:
+        client, port = in_netns(dock, "127.0.0.1", 8081)
+        rec = one(st, "accept", rport=port)
+        assert (rec["pid"], rec["process"], rec["mapped"], rec["netns"], rec["container"]) == \
+            (dock.pid, "python3", True, dock.netns, want)
+        assert rec["cgroup"] == f"/docker/{dock.id}"
+        client.kill()
+        client.wait()
+    finally:
+        st.stop()
+    ls = [json.loads(line) for line in snapshot("--json", "--container", dock.id[:12]).splitlines()]
+    assert [(r["state"], r["lport"], r["container"]) for r in ls] == [("LISTEN", 8081, want)]
+
+
+def cgroup2_dir(path: str) -> Path:
+    """The cgroup v2 directory of a cgroup path (unified or hybrid mount)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4]) / path.lstrip("/")
+    raise AssertionError("no cgroup2 mount")
+
+
+def skipped_cgroups() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "map", "dump", "name", "skip_cgroups"], capture_output=True,
+                         text=True, check=True).stdout
+    return {int.from_bytes(bytes(int(b, 16) for b in e["key"]), "little") for e in json.loads(out)}
+
+
+def test_container_filter_has_the_kernel_skip_other_containers(jvm, dock, socktrace):
+    """--container st-jvm: the first event of docker's container, in its
+    own cgroup, teaches the kernel to skip that cgroup; the JVM's records
+    still come."""
+    st = socktrace("--container", NAME)
+    other, other_port = in_docker(dock, "127.0.0.1", 8081)
+    mine, my_port = in_container(jvm, "127.0.0.1", PORT)
+    try:
+        one(st, "accept", rport=my_port)
+        dock_cgroup = cgroup2_dir(f"/docker/{dock.id}").stat().st_ino
+        deadline = time.monotonic() + 10
+        while dock_cgroup not in skipped_cgroups():
+            assert time.monotonic() < deadline, (dock_cgroup, skipped_cgroups())
+            time.sleep(0.2)
+        assert cgroup2_dir(f"/libpod_parent/libpod-{jvm.id}").stat().st_ino not in skipped_cgroups()
+        assert not [r for r in st.records if r.get("container") and r["container"]["id"] != jvm.id]
+    finally:
+        for p in (other, mine):
+            p.kill()
+            p.wait()
+

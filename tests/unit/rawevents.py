@@ -13,7 +13,7 @@ TYPES = {"accept": _C["EVENT_ACCEPT"], "connect": _C["EVENT_CONNECT"],
 
 def raw(kind="accept", family=socket.AF_INET6, saddr="::ffff:10.0.0.12", sport=4243,
         daddr="::ffff:10.0.0.20", dport=64702, pid=31307, tid=31308, uid=0,
-        comm=b"java", v6only=0, ts_ns=1_000_000_000, sk=0xffff888012345678) -> bytes:
+        comm=b"java", v6only=0, ts_ns=1_000_000_000, sk=0xffff888012345678, cgroup_id=0) -> bytes:
     e = RawEvent()
     e.type = TYPES[kind]
     e.family = family
@@ -27,6 +27,7 @@ def raw(kind="accept", family=socket.AF_INET6, saddr="::ffff:10.0.0.12", sport=4
     e.ts_ns = ts_ns
     e.sk = sk
     e.netns = 4026531840
+    e.cgroup_id = cgroup_id
     return bytes(e)
 
 

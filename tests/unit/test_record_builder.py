@@ -148,3 +148,31 @@ def test_the_process_is_named_as_the_kernel_read_it(tmp_path):
     fake_proc(tmp_path, 31307, "renamed", [b"java"])
     [rec] = records(b, [raw_process(31307, b"java", b"java\0"), raw()])
     assert rec["process"] == "java"
+
+
+def test_container_filter_learns_other_containers_cgroups_for_the_kernel(tmp_path):
+    """--container web: a cgroup whose v2 path names another container is
+    handed to the kernel to skip, once; never the wanted container's, a
+    host process's, or one where only a v1 path names the container (its
+    v2 cgroup may be shared with host processes: containerd.service)."""
+    from socktrace.containers import Containers, Described
+
+    class Names:
+        def describe(self, runtime, id):
+            return Described(name={"a": "web", "b": "db"}[id[0]])
+
+    web, db = "a" * 64, "b" * 64
+    fake_proc(tmp_path, 10, "java", [b"java"], f"0::/libpod_parent/libpod-{web}\n")
+    fake_proc(tmp_path, 11, "postgres", [b"postgres"], f"0::/libpod_parent/libpod-{db}\n")
+    fake_proc(tmp_path, 12, "nginx", [b"nginx"], "0::/system.slice/nginx.service\n")
+    fake_proc(tmp_path, 13, "redis", [b"redis"],
+              f"4:memory:/docker/{db}\n0::/system.slice/containerd.service\n")
+    b = RecordBuilder(ProcessCache(str(tmp_path), users=lambda uid: "root",
+                                   containers=Containers(Names())),
+                      Filter(container=("web",)), own_netns=NETNS)
+    recs = records(b, [raw(pid=pid, tid=pid, cgroup_id=100 + pid, dport=1000 + n)
+                       for n, pid in enumerate((10, 11, 12, 13, 11))])
+    assert [r["pid"] for r in recs] == [10]
+    assert b.take_unwanted_cgroups() == [111]
+    records(b, [raw(pid=11, tid=11, cgroup_id=111, dport=2000)])
+    assert b.take_unwanted_cgroups() == []

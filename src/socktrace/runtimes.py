@@ -15,7 +15,7 @@ keep the id and pod UID their cgroup path gives.
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import os
 import socket
@@ -42,26 +42,35 @@ def host_root(procfs: str = "/proc") -> str:
     return "/"
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+@functools.lru_cache(maxsize=None)
+def _http():
+    """http.client, imported when a runtime is first asked (it imports ssl:
+    20 ms of every start otherwise), and its connection over a unix socket."""
+    import http.client
 
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def __init__(self, path: str, timeout: float):
+            super().__init__("localhost", timeout=timeout)
+            self._path = path
+
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(self._path)
+
+    return http.client, UnixHTTPConnection
 
 
 def api_get(path: str, url: str, timeout: float = TIMEOUT) -> Any:
     """GET `url` from the HTTP API on the unix socket `path`: its JSON,
     or None (no such socket, no daemon, no such container)."""
-    conn = _UnixHTTPConnection(path, timeout)
+    client, connection = _http()
+    conn = connection(path, timeout)
     try:
         conn.request("GET", url)
         resp = conn.getresponse()
         return json.loads(resp.read()) if resp.status == 200 else None
-    except (OSError, http.client.HTTPException, ValueError):
+    except (OSError, client.HTTPException, ValueError):
         return None
     finally:
         conn.close()

@@ -271,10 +271,11 @@ def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container, as_j
     root = os.geteuid() == 0
     if (netns_spec or all_netns) and not root:
         raise click.ClickException("entering another network namespace needs root: run it with sudo")
+    every = not netns_spec and (all_netns or (root and not own_netns))
     namespaces = ([netns.ns_path(netns_spec)] if netns_spec
-                  else netns.all_namespaces() if all_netns or (root and not own_netns) else [None])
+                  else netns.all_namespaces() if every else [None])
     try:
-        snap, socks, records = take_snapshot(namespaces, flt)
+        snap, socks, records = take_snapshot(namespaces, flt, gone_ok=every)
     except SessionError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

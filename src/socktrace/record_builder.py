@@ -67,8 +67,7 @@ class RecordBuilder:
     {'accept': 1}
     """
 
-    def __init__(self, processes: Processes, flt: Filter = Filter(), wall_offset_ns: int = 0,
-                 own_netns: int = 0):
+    def __init__(self, processes: Processes, flt: Filter = Filter(), wall_offset_ns: int = 0):
         self.processes = processes
         # per event: no call at all when nothing is filtered in userspace
         self._matches = None if flt == Filter() else flt.matches
@@ -78,7 +77,6 @@ class RecordBuilder:
         self._unwanted_new: list[int] = []
         self._unwanted: set[int] = set()
         self.wall_offset_ns = wall_offset_ns
-        self.own_netns = own_netns
         self.counts: Counter[str] = Counter()   # records passed on, by type
         self.mapped = 0
         self.dual_stack = DualStackListeners()   # for the summary's advice
@@ -122,8 +120,8 @@ class RecordBuilder:
 
     def unaccepted(self, batch: list[bytes], sockets: Snapshot) -> list[ConnectionRecord]:
         """The records of the children that no accept the probes saw took
-        (probes' take_unaccepted), looked up among the `sockets` of
-        socktrace's network namespace, listed after they were taken:
+        (probes' take_unaccepted), looked up among the `sockets` of their
+        network namespaces (a container's too), listed after they were taken:
 
         - those a process holds (a socket with an inode) were taken by an
           accept the probes missed: an `accept` record naming that
@@ -132,14 +130,13 @@ class RecordBuilder:
           listener: `pid` the first, `processes` every one (nginx's master
           and workers share it)."""
         records = []
-        held = {(s.laddr, s.lport, s.raddr, s.rport): s.pids for s in sockets.sockets
+        held = {(s.netns, s.laddr, s.lport, s.raddr, s.rport): s.pids for s in sockets.sockets
                 if s.inode and s.state != "LISTEN"}
         for data in batch:
             ev = decode(data, self.wall_offset_ns)
             if type(ev) is not Connection or ev.kind != UNACCEPTED:
                 continue
-            holders = held.get((ev.laddr, ev.lport, ev.raddr, ev.rport)) \
-                if ev.netns == self.own_netns else None
+            holders = held.get((ev.netns, ev.laddr, ev.lport, ev.raddr, ev.rport))
             if holders:
                 rec = self._record(self._as_process(
                     dataclasses.replace(ev, kind=RecordType.ACCEPT, tid=0), holders[0]))
@@ -203,12 +200,11 @@ class RecordBuilder:
 
     def _listener_owners(self, c: Connection, sockets: Snapshot) -> tuple[int, ...]:
         """The processes holding the listener `c` came through, found by
-        the snapshot's rules (classify.came_through), in socktrace's own
-        network namespace, the only one whose listeners it can list."""
-        if c.netns != self.own_netns:
-            return ()
+        the snapshot's rules (classify.came_through), in `c`'s network
+        namespace (none when the snapshot did not look there)."""
         for lst in sockets.sockets:
-            if lst.state == "LISTEN" and lst.lport == c.lport and lst.owners and \
+            if lst.state == "LISTEN" and lst.netns == c.netns and lst.lport == c.lport and \
+                    lst.owners and \
                     came_through(lst.sock_family, lst.laddr, c.sock_family, c.laddr):
                 return lst.pids
         return ()

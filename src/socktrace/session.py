@@ -21,7 +21,7 @@ from .events import RawEvent, existing_event
 from .filters import Filter
 from .traffic import bytes_now
 from .kernel import compiler_memory
-from .kernel import sockdiag
+from .kernel import netns, sockdiag
 from .kernel.netns import ns_inode
 from .kernel.sources import SourcesMissing
 from .kernel.tracefs import ensure_mounted, tracefs_root
@@ -152,7 +152,8 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
         try:
             if opts.snapshot or opts.lifetime:   # after attaching: nothing falls in between
                 cache = ProcessCache()
-                snap = snapshot_mod.take([None], cache)
+                # every network namespace: a container's connections too
+                snap = snapshot_mod.take(netns.all_namespaces(), cache, gone_ok=True)
                 if opts.lifetime:
                     probes.remember_existing(existing_lives(snap))
                 if opts.snapshot:
@@ -259,13 +260,14 @@ def existing_records(flt: Filter, snap: snapshot_mod.Snapshot, cache: ProcessCac
             if s.mapped and s.state != "LISTEN" and flt.matches_socket(s)]
 
 
-def take_snapshot(namespaces: list[str | None], flt: Filter
+def take_snapshot(namespaces: list[str | None], flt: Filter, gone_ok: bool = False
                   ) -> tuple[snapshot_mod.Snapshot, list[snapshot_mod.Sock], list[SocketRecord]]:
-    """`socktrace snapshot`: the sockets of `namespaces` (None: our own),
-    those `flt` selects, and their records."""
+    """`socktrace snapshot`: the sockets of `namespaces` (None: our own;
+    `gone_ok`: a listing of them all, see snapshot.take), those `flt`
+    selects, and their records."""
     cache = ProcessCache()
     try:
-        snap = snapshot_mod.take(namespaces, cache)
+        snap = snapshot_mod.take(namespaces, cache, gone_ok=gone_ok)
     except OSError as exc:
         raise SessionError(str(exc.strerror if exc.strerror else exc)) from None
     socks = [s for s in snap.sockets if flt.matches_socket(s)]

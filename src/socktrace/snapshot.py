@@ -8,6 +8,7 @@ classifying (a pure function) and from formatting (output/snapshot_text.py).
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
@@ -158,9 +159,11 @@ def owner(pid: int, p: ProcessInfo) -> Owner:
 
 
 def take(namespaces: list[str | None], cache: ProcessCache | None = None,
-         procfs: str = "/proc", protocols: tuple[str, ...] = ("tcp", "udp")) -> Snapshot:
+         procfs: str = "/proc", protocols: tuple[str, ...] = ("tcp", "udp"),
+         gone_ok: bool = False) -> Snapshot:
     """Collect the sockets of the given namespaces (None: our own), of
-    `protocols`."""
+    `protocols`; `gone_ok`: skip a namespace whose process exited since it
+    was listed (netns.all_namespaces)."""
     cache = cache or ProcessCache(procfs)
     by_inode, hidden = socket_owners(procfs)
 
@@ -176,9 +179,14 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
     owners = {ino: owners_of(pids) for ino, pids in by_inode.items()}
     sockets: list[Sock] = []
     for path in namespaces:
-        with netns.entered(path) as ns:
-            raw = {p: dump(socket.AF_INET6, PROTOCOLS[p]) + dump(socket.AF_INET, PROTOCOLS[p])
-                   for p in protocols}
+        try:
+            with netns.entered(path) as ns:
+                raw = {p: dump(socket.AF_INET6, PROTOCOLS[p]) + dump(socket.AF_INET, PROTOCOLS[p])
+                       for p in protocols}
+        except OSError as exc:
+            if gone_ok and exc.errno in (errno.ENOENT, errno.ESRCH):
+                continue
+            raise
         for p in protocols:
             sockets += classify(raw[p], owners, ns, p)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)

@@ -16,7 +16,7 @@ from typing import Callable
 
 from . import snapshot
 from .filters import Filter
-from .kernel.netns import ns_inode
+from .kernel.netns import all_namespaces
 from .output.sink import Sink
 from .probes import Probes
 from .procinfo import ProcessCache
@@ -35,16 +35,14 @@ class Tracer:
                  unaccepted_after: float = 1.0,
                  udp_idle: float = 60.0,
                  sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take(
-                     [None], protocols=("tcp",)),
-                 own_netns: int | None = None):
+                     all_namespaces(), protocols=("tcp",), gone_ok=True)):
         self.probes = probes
         self.sink = sink
         self.builder = RecordBuilder(
-            cache or ProcessCache(), flt, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
-            own_netns=own_netns if own_netns is not None else ns_inode("/proc/self/ns/net"))
+            cache or ProcessCache(), flt, wall_offset_ns=time.time_ns() - time.monotonic_ns())
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
         self.udp_idle_ns = int(udp_idle * 1e9)
-        self.sockets = sockets   # this network namespace's sockets now, with their processes
+        self.sockets = sockets   # every network namespace's TCP sockets now, with their processes
         self._reported_drops = Drops()
 
     def _connections(self, batch: list[bytes]) -> None:

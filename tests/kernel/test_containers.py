@@ -137,8 +137,8 @@ def test_a_containerised_jvms_connections_name_its_container(jvm, socktrace):
 
 
 def test_the_table_names_the_container(jvm):
-    proc = subprocess.Popen([SOCKTRACE, "-P", str(PORT), "--duration", "30"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([SOCKTRACE, "-P", str(PORT), "--no-snapshot", "--duration", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().split()[2] == "PID/COMM@CONTAINER"
         c = socket.create_connection(("127.0.0.1", jvm.published))
@@ -306,3 +306,43 @@ def test_container_filter_has_the_kernel_skip_other_containers(jvm, dock, socktr
             p.kill()
             p.wait()
 
+
+
+def test_existing_connections_in_a_container_are_listed_at_start(jvm, socktrace):
+    """The tracer's first lines look into every network namespace: an IPv4
+    connection the JVM accepted in its container before tracing began."""
+    c = socket.create_connection(("127.0.0.1", jvm.published))
+    deadline = time.monotonic() + 10
+    while not [s for s in snapshot("--json", "--container", NAME, "-P", str(PORT)).splitlines()
+               if '"ESTABLISHED"' in s]:
+        assert time.monotonic() < deadline, "the JVM did not accept"
+        time.sleep(0.2)
+    st = socktrace("--container", NAME)
+    existing = [r for r in st.records if r["type"] == "existing" and r["rport"] == c.getsockname()[1]]
+    assert [(r["netns"], r["pid"], r["mapped"], r["lport"], r["container"]) for r in existing] == \
+        [(jvm.netns, jvm.pid, True, PORT, expected(jvm))]
+    assert not [r for r in st.records if r["type"] == "existing" and r["container"] is None]
+    c.close()
+
+
+def test_a_connection_nobody_accepts_in_a_container_names_its_listener(jvm, socktrace):
+    """`unaccepted`: found in the container's network namespace, owned by
+    the container's process that listens and never accepts."""
+    code = ("import socket,time; s=socket.socket(socket.AF_INET6); s.bind(('::',9090)); s.listen(8); "
+            "print('up', flush=True); time.sleep(60)")
+    idle = subprocess.Popen([*PODMAN, "exec", jvm.name, "python3", "-c", code], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert idle.stdout.readline() == "up\n"
+        st = socktrace("--container", NAME, "--unaccepted-after", "0.5")
+        client, port = in_netns(jvm, "127.0.0.1", 9090)
+        rec = one(st, "unaccepted", rport=port)
+        holder = [p for p in rec["processes"] if p["comm"] == "python3"]
+        assert (rec["netns"], rec["process"], rec["mapped"], rec["container"]) == \
+            (jvm.netns, "python3", True, expected(jvm))
+        assert holder and holder[0]["pid"] == rec["pid"] and holder[0]["container"] == expected(jvm)
+        client.kill()
+        client.wait()
+    finally:
+        idle.kill()
+        idle.wait()

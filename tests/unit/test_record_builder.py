@@ -17,8 +17,7 @@ NETNS = 4026531840   # rawevents.raw's
 
 
 def make(tmp_path, flt=Filter()):
-    return RecordBuilder(ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"), flt,
-                         own_netns=NETNS)
+    return RecordBuilder(ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"), flt)
 
 
 def records(builder, batch):
@@ -89,7 +88,7 @@ def unaccepted(**kw):
 
 def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     """Same port, same family, the listener's address a wildcard or the
-    connection's own; socktrace's network namespace only."""
+    connection's own, in the connection's network namespace."""
     fake_proc(tmp_path, 500, "nginx", [b"nginx: master process"])
     fake_proc(tmp_path, 600, "other", [b"other"])
     fake_proc(tmp_path, 501, "nginx", [b"nginx: worker process"])
@@ -107,8 +106,11 @@ def test_unaccepted_attributed_to_the_listener_by_the_snapshots_rules(tmp_path):
     foreign = RawEvent.from_buffer_copy(unaccepted(sport=8080))
     foreign.netns = NETNS + 1                                 # a container's connection
     alien = b.unaccepted([bytes(foreign)], listening)[0]
-    assert (alien["pid"], alien["processes"]) == (None, [])
-    assert b.summary(Drops())["by_type"] == {"unaccepted": 3}
+    assert (alien["pid"], alien["processes"]) == (None, [])  # its namespace was not listed
+    fake_proc(tmp_path, 700, "java", [b"java"])
+    in_container = sockets(sock("::", 8080, (700,), netns=NETNS + 1), *listening.sockets)
+    assert b.unaccepted([bytes(foreign)], in_container)[0]["pid"] == 700
+    assert b.summary(Drops())["by_type"] == {"unaccepted": 4}
 
 
 def test_unaccepted_without_listener_owner(tmp_path):
@@ -169,7 +171,7 @@ def test_container_filter_learns_other_containers_cgroups_for_the_kernel(tmp_pat
               f"4:memory:/docker/{db}\n0::/system.slice/containerd.service\n")
     b = RecordBuilder(ProcessCache(str(tmp_path), users=lambda uid: "root",
                                    containers=Containers(Names())),
-                      Filter(container=("web",)), own_netns=NETNS)
+                      Filter(container=("web",)))
     recs = records(b, [raw(pid=pid, tid=pid, cgroup_id=100 + pid, dport=1000 + n)
                        for n, pid in enumerate((10, 11, 12, 13, 11))])
     assert [r["pid"] for r in recs] == [10]

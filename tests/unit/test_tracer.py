@@ -97,7 +97,7 @@ def make(tmp_path, probes, listening=(), flt=Filter()):
         return sockets(*listening)
     sink = Sink()
     tracer = Tracer(probes, sink, flt, cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
-                    sockets=listed, own_netns=NETNS)
+                    sockets=listed)
     return tracer, sink, lookups
 
 
@@ -167,7 +167,7 @@ def test_lost_events_reported_once_per_change(tmp_path):
 def test_tee_gives_every_sink_every_record_in_order(tmp_path):
     stop = Flag()
     a, b = Sink(), Sink()
-    tracer = Tracer(FakeProbes([[raw(dport=10)]], stop), Tee(a, b), own_netns=NETNS,
+    tracer = Tracer(FakeProbes([[raw(dport=10)]], stop), Tee(a, b),
                     cache=ProcessCache(procfs=str(tmp_path), users=lambda uid: "root"),
                     sockets=sockets)
     tracer.run(stop)

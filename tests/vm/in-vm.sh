@@ -56,7 +56,8 @@ run() {  # run CONFIG: PROBE-OFFSETS[-perf], e.g. auto-headers, kprobe-btf-perf
 LIVE_HOST_ONLY="not test_close_records_in_the_table_and_not_in_the_connection_metrics \
 and not test_report_gives_each_listeners_traffic_by_family"
 
-live() {  # the host's live-tracer tests, unchanged, on this kernel
+live() {  # the host's live-tracer tests, unchanged, on this kernel; the cgroup
+          # parsing against recorded files and this VM's own processes
     echo "SOCKTRACE-VM-BEGIN live"
     start=$(cut -d' ' -f1 /proc/uptime)
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
@@ -64,7 +65,8 @@ live() {  # the host's live-tracer tests, unchanged, on this kernel
         tests/kernel/test_live.py tests/kernel/test_modes.py tests/kernel/test_lifecycle.py tests/kernel/test_udp.py \
         tests/kernel/test_lifetime.py \
         tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener \
-        -k "$LIVE_HOST_ONLY")
+        tests/unit/test_cgroups.py \
+        -k "$LIVE_HOST_ONLY" --durations=20)
     rc=$?
     echo "SOCKTRACE-VM-END live rc=$rc seconds=$(awk -v a="$start" '{print int($1 - a)}' /proc/uptime)"
 }

@@ -7,7 +7,7 @@ after the container's id; systemd puts a host service's in one named
 after its unit.  /proc/PID/cgroup lists the process's cgroup in every
 hierarchy: `0::PATH` for cgroup v2, `N:CONTROLLERS:PATH` for each v1
 hierarchy (a hybrid host has both; a container's id is in each).  The
-paths each runtime makes (tests/unit/cgroup_lines.py has real ones):
+paths each runtime makes (tests/unit/cgroup-lines.md has 90 real files):
 
     docker        /docker/<id> (cgroupfs driver), /system.slice/docker-<id>.scope (systemd)
     podman        /libpod_parent/libpod-<id>, /machine.slice/libpod-<id>.scope
@@ -21,7 +21,9 @@ paths each runtime makes (tests/unit/cgroup_lines.py has real ones):
 
 containerd 1.4 with the kubelet's systemd cgroup names but cgroupfs
 handling wrote `kubepods-<qos>-pod<uid>.slice:cri-containerd:<id>` as one
-path component: ':' separates components too.  systemd escapes '-' in unit
+path component (recorded in https://github.com/neuvector/neuvector,
+share/system/cgroup_test.go, TestK8sContainerd_v1_4_4): ':' separates
+components too.  systemd escapes '-' in unit
 names as \x2d (machine-rkt\x2d<uuid>.scope): names are unescaped.
 """
 

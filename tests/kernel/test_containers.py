@@ -146,9 +146,15 @@ def test_the_table_names_the_container(jvm):
         assert re.search(rf" accept  {jvm.pid}/java@{NAME} +10\.88\.\S+:{PORT} .* tcp6 MAPPED 0$", row), row
         assert len(row.rstrip("\n")) <= 100
         c.close()
-    finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        err = proc.communicate(timeout=60)[1]
+        assert f"socktrace: {jvm.pid}/java@{NAME} served 1 IPv4 connections on port {PORT}" in err
+        assert f"  in podman container {NAME}, image {BASE_IMAGE}: make the change in the container's " \
+               f"environment: {JAVA_FIX}" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def snapshot(*args):

@@ -21,6 +21,8 @@ from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
 from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
 from .advice_text import advice_lines
+from ..containers import display_name
+from .escape import escape
 from .names import pid_name, size, who
 from . import snapshot_text
 
@@ -136,7 +138,8 @@ class TableSink:
                        + (f", {rec['missed_runs']} program runs skipped by the kernel"
                           if rec["missed_runs"] else "") + "\n")
         for seen in rec["dual_stack"]:
-            self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])} served "
+            where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else ""
+            self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])}{where} served "
                            f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
                            f"dual-stack AF_INET6 socket (tcp6 MAPPED)\n")
             self.err.write("".join(line + "\n" for line in advice_lines(seen["advice"], "  ")))

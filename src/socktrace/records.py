@@ -134,6 +134,7 @@ class DualStackRecord(TypedDict):
     process: Optional[str]
     cmdline: Optional[str]
     container: Optional[ContainerRecord]
+    unit: Optional[str]
     port: int
     mapped: int
     advice: Advice
@@ -260,8 +261,8 @@ def summary_record(by_type: dict[str, int], mapped: int, drops: Drops,
 
 def dual_stack_record(d: DualStackListener, advice: Advice) -> DualStackRecord:
     return {"protocol": d.protocol, "pid": d.pid, "pids": d.pids, "process": d.process,
-            "cmdline": d.cmdline, "container": d.container, "port": d.port, "mapped": d.mapped,
-            "advice": advice}
+            "cmdline": d.cmdline, "container": d.container, "unit": d.unit, "port": d.port,
+            "mapped": d.mapped, "advice": advice}
 
 
 def socket_record(s: Sock, user: str | None, type: str = RecordType.SOCKET.value) -> SocketRecord:

@@ -291,7 +291,7 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
             for p in sorted(r.processes.values(), key=lambda p: -sum(p.by_type.values()))],
         "dual_stack_listeners": [
             {"protocol": l.protocol, "pid": l.pid, "pids": l.pids, "comm": l.process,
-             "cmdline": l.cmdline, "container": l.container, "port": l.port,
+             "cmdline": l.cmdline, "container": l.container, "unit": l.unit, "port": l.port,
              "ipv4_mapped": l.mapped, "ipv6": l.ipv6,
              "v6only": sorted(l.v6only)[0] if len(l.v6only) == 1 else sorted(l.v6only),
              "traffic": traffic_json(r, r.listener_traffic.get(l.key, {})),

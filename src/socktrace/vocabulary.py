@@ -125,6 +125,7 @@ class DualStackListener:
     port: int
     container_id: Optional[str] = None   # the same program in two containers is two listeners
     container: Optional[dict] = None     # its records' containers.ContainerRecord
+    unit: Optional[str] = None           # on the host: its process's systemd unit
     seen_pids: dict = field(default_factory=dict)   # pid -> None, in the order seen
     mapped: int = 0           # IPv4 peers, through mapped addresses
     ipv6: int = 0             # native IPv6 peers on the same port
@@ -194,7 +195,8 @@ class DualStackListeners:
             t = r["time"]
             g = groups.get(key)
             if g is None:
-                g = groups[key] = DualStackListener(*key, container=container, first=t, last=t)
+                g = groups[key] = DualStackListener(*key, container=container, unit=r.get("unit"),
+                                                    first=t, last=t)
             elif t > g.last:       # records come in time order, mostly
                 g.last = t
             elif t < g.first:

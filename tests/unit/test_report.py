@@ -267,3 +267,10 @@ def test_report_groups_by_container():
     assert j["dual_stack_listeners"][0]["container"] == web
     assert j["dual_stack_listeners"][0]["advice"]["container"]["name"] == "backup"
     assert j["dual_stack_listeners"][1]["advice"]["container"] is None
+
+
+def test_report_names_a_host_listeners_systemd_unit():
+    recs = [dict(conn(pid=7), unit="backup.service")]
+    text = format_report(summarize(recs), [])
+    assert "    in systemd unit backup.service\n" in text
+    assert to_json(summarize(recs), [])["dual_stack_listeners"][0]["unit"] == "backup.service"

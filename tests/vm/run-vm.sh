@@ -14,7 +14,7 @@ stage=$(mktemp -d /var/tmp/socktrace-vm.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/tree/tests"
 cp -r "$TOP/src" "$TOP/bpf" "$TOP/bench" "$stage/tree/"
-cp -r "$TOP/tests/kernel" "$TOP/tests/vm" "$stage/tree/tests/"
+cp -r "$TOP/tests/kernel" "$TOP/tests/vm" "$TOP/tests/unit" "$stage/tree/tests/"
 find "$stage/tree" -name __pycache__ -prune -exec rm -rf {} +
 mkfs.ext4 -q -F -L socktrace -d "$stage/tree" "$stage/project.img" 64M
 # TCG: /dev/kvm exists here, but the CPU offers no virtualization (no vmx/svm).

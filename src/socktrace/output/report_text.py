@@ -106,6 +106,8 @@ def format_report(r: Report, bad: list[BadLine], top: int = 10) -> str:
                 f"(MAPPED), {l.ipv6} IPv6; IPV6_V6ONLY={v6only}; {_t(l.first)} .. {_t(l.last)}")
             if l.container:
                 add(f"    in {container_words(l.container)}")
+            elif l.unit:
+                add(f"    in systemd unit {escape(l.unit)}")
             if l.cmdline:
                 add(f"    command: {escape(l.cmdline)}")
             if l.key in r.listener_traffic:

@@ -100,6 +100,8 @@ def explain(snap: Snapshot, socks: list[Sock], records: list[SocketRecord]) -> s
                    f"with a dual-stack AF_INET6 socket (IPV6_V6ONLY=0).")
         if first and first.container:
             out.append(f"  in {container_words(first.container)}, network namespace {lst.netns}")
+        elif first and first.unit:
+            out.append(f"  in systemd unit {escape(first.unit)}")
         if first and first.cmdline:
             out.append(f"  command: {escape(first.cmdline)}")
         if udp:

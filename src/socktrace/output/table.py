@@ -138,7 +138,8 @@ class TableSink:
                        + (f", {rec['missed_runs']} program runs skipped by the kernel"
                           if rec["missed_runs"] else "") + "\n")
         for seen in rec["dual_stack"]:
-            where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else ""
+            where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else \
+                f" ({escape(seen['unit'])})" if seen.get("unit") else ""
             self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])}{where} served "
                            f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
                            f"dual-stack AF_INET6 socket (tcp6 MAPPED)\n")

@@ -69,3 +69,6 @@ if __name__ == "__main__":
     base_image(Path(sys.argv[1]))
     socktrace_image()
     docker_base_image(Path(sys.argv[1]))
+    # what a rebuild left untagged (an older tree: 1.4 GB each)
+    podman("image", "prune", "-f")
+    docker("image", "prune", "-f")

@@ -53,6 +53,14 @@ class Container:
                     return True
         return False
 
+    def wait_listening(self, port: int, logs, timeout: float = 60) -> None:
+        """Until something listens on `port`; `logs()` says why not."""
+        deadline = time.monotonic() + timeout
+        while not self.listening(port):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: nothing listens on {port}: {logs()}")
+            time.sleep(0.2)
+
 
 def start(name: str, image: str, *command: str, options: tuple[str, ...] = (),
           listens: int | None = None, publish: int | None = None, timeout: float = 60) -> Container:
@@ -65,11 +73,8 @@ def start(name: str, image: str, *command: str, options: tuple[str, ...] = (),
     cid = podman("run", "-d", "--name", name, *LIMITS, *options, image, *command)
     pid = int(podman("inspect", "-f", "{{.State.Pid}}", cid))
     c = Container(name, cid, pid, publish)
-    deadline = time.monotonic() + timeout
-    while listens is not None and not c.listening(listens):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name}: nothing listens on {listens}: {podman('logs', cid)}")
-        time.sleep(0.2)
+    if listens is not None:
+        c.wait_listening(listens, lambda: podman("logs", cid), timeout)
     return c
 
 

@@ -57,31 +57,28 @@ def expected(c):
             "namespace": None, "pod_uid": None}
 
 
-def in_netns(c, host, port):
-    """A client on the host's python, in the container's network namespace
-    only: a host process there (its records have no container)."""
+def client(how, host, port):
+    """A python client that connects to host:port and holds the connection
+    5 s, run by the command `how`: (the process, its local port)."""
     code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
             "print(s.getsockname()[1], flush=True); time.sleep(5)")
-    p = subprocess.Popen(["nsenter", "-t", str(c.pid), "-n", sys.executable, "-c", code],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen([*how, "-c", code], stdout=subprocess.PIPE, text=True)
     return p, int(p.stdout.readline())
+
+
+def in_netns(c, host, port):
+    """On the host's python, in the container's network namespace only: a
+    host process there (its records have no container)."""
+    return client(["nsenter", "-t", str(c.pid), "-n", sys.executable], host, port)
 
 
 def in_container(c, host, port):
-    """A client in the container itself (podman exec): its process is the container's."""
-    code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
-            "print(s.getsockname()[1], flush=True); time.sleep(5)")
-    p = subprocess.Popen([*PODMAN, "exec", c.name, "python3", "-c", code], stdout=subprocess.PIPE,
-                         text=True)
-    return p, int(p.stdout.readline())
+    """In the container itself (podman exec): its process is the container's."""
+    return client([*PODMAN, "exec", c.name, "python3"], host, port)
 
 
 def in_docker(c, host, port):
-    code = (f"import socket,time; s=socket.create_connection(({host!r},{port})); "
-            "print(s.getsockname()[1], flush=True); time.sleep(5)")
-    p = subprocess.Popen([DOCKER, "exec", c.name, "python3", "-c", code],
-                         stdout=subprocess.PIPE, text=True)
-    return p, int(p.stdout.readline())
+    return client([DOCKER, "exec", c.name, "python3"], host, port)
 
 
 def test_a_containerised_jvms_connections_name_its_container(jvm, socktrace):
@@ -247,10 +244,7 @@ def dock(matrix):
     cid = docker("run", "-d", "--name", name, *LIMITS, BASE_IMAGE, "python3", "-c", SERVER)
     c = Container(name, cid, int(docker("inspect", "-f", "{{.State.Pid}}", cid)))
     try:
-        deadline = time.monotonic() + 30
-        while not c.listening(8081):
-            assert time.monotonic() < deadline, docker("logs", cid)
-            time.sleep(0.2)
+        c.wait_listening(8081, lambda: docker("logs", cid))
         yield c
     finally:
         docker("rm", "-f", name, check=False)

@@ -122,11 +122,18 @@ class MetricsSink:
         self._comm = _Capped(max_comms)
         self._port = _Capped(max_ports)
         self._container = _Capped(max_containers)
+        self._container_by_id: dict[str, str] = {}   # its label, looked up once per container
 
     def container_label(self, container) -> str:
         """A record's or socket's container (containers.ContainerRecord)
         as a label value."""
-        return "" if container is None else self._container.label(display_name(container))
+        if container is None:
+            return ""
+        found = self._container_by_id.get(container["id"])
+        if found is None:
+            found = self._container_by_id[container["id"]] = \
+                self._container.label(display_name(container))
+        return found
 
     @classmethod
     def serving(cls, addr: str, port: int, snapshots: Callable[[], Snapshot],
@@ -147,12 +154,13 @@ class MetricsSink:
     def connections(self, recs: List[ConnectionRecord]) -> None:
         totals, ports, dual, flows, comms, port_labels = self.connections_total, \
             self.accepts_by_port, self.dual_stack_ipv4, self.udp_flows_total, self._comm, self._port
+        ctr_by_id = self._container_by_id
         for r in recs:
             kind = r["type"]
             name = r["process"] or r["comm"] or "?"   # vocabulary.process_name, inlined
             comm = comms.get(name) or comms.label(name)
             c = r.get("container")
-            ctr = "" if c is None else self.container_label(c)
+            ctr = "" if c is None else ctr_by_id.get(c["id"]) or self.container_label(c)
             if kind == UDP:   # a flow, not a connection
                 key = (r["direction"], _FAMILY[r["sock_family"], r["mapped"]], comm, ctr)
                 flows[key] = flows.get(key, 0) + 1

@@ -150,15 +150,18 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
             # unset before the probes close: a scrape at exit must not read them
             stack.callback(setattr, traffic, "source", None)
         try:
+            cache = ProcessCache()
             if opts.snapshot or opts.lifetime:   # after attaching: nothing falls in between
-                cache = ProcessCache()
                 # every network namespace: a container's connections too
                 snap = snapshot_mod.take(netns.all_namespaces(), cache, gone_ok=True)
                 if opts.lifetime:
                     probes.remember_existing(existing_lives(snap))
                 if opts.snapshot:
                     sink.existing(existing_records(opts.filter, snap, cache))
-            Tracer(probes, sink, opts.filter, unaccepted_after=opts.unaccepted_after,
+            # the tracer's processes start unknown; their containers are
+            # known: a runtime is asked once per container in the whole run
+            Tracer(probes, sink, opts.filter, ProcessCache(containers=cache.containers),
+                   unaccepted_after=opts.unaccepted_after,
                    udp_idle=opts.udp_idle).run(
                 app.stop, app.reopen, duration=opts.duration)
         except BrokenPipeError:  # `socktrace | head`: the reader is gone

@@ -34,15 +34,20 @@ class Tracer:
                  cache: ProcessCache | None = None,
                  unaccepted_after: float = 1.0,
                  udp_idle: float = 60.0,
-                 sockets: Callable[[], snapshot.Snapshot] = lambda: snapshot.take(
-                     all_namespaces(), protocols=("tcp",), gone_ok=True)):
+                 sockets: Callable[[], snapshot.Snapshot] | None = None):
         self.probes = probes
         self.sink = sink
+        cache = cache or ProcessCache()
         self.builder = RecordBuilder(
-            cache or ProcessCache(), flt, wall_offset_ns=time.time_ns() - time.monotonic_ns())
+            cache, flt, wall_offset_ns=time.time_ns() - time.monotonic_ns())
         self.unaccepted_after_ns = int(unaccepted_after * 1e9)
         self.udp_idle_ns = int(udp_idle * 1e9)
-        self.sockets = sockets   # every network namespace's TCP sockets now, with their processes
+        # every network namespace's TCP sockets now, with their processes:
+        # looked up afresh each sweep, their containers from the tracer's
+        # cache (a runtime is asked once per container, not once per sweep)
+        self.sockets = sockets or (lambda: snapshot.take(
+            all_namespaces(), ProcessCache(cache.procfs, containers=cache.containers),
+            protocols=("tcp",), gone_ok=True))
         self._reported_drops = Drops()
 
     def _connections(self, batch: list[bytes]) -> None:

@@ -20,7 +20,8 @@ from .output.jsonl import dumps
 from .output.report_text import format_report
 from .probes import PERFBUF_PAGES, RINGBUF_PAGES, Mode
 from .report import BadLine, read_log, summarize, to_json
-from .session import App, SessionError, TraceOptions, take_snapshot, trace
+from .session import App, SessionError, TopOptions, TraceOptions, take_snapshot, trace
+from .top import VIEWS
 
 PROBE_CHOICES = ["auto"] + [m.value for m in Mode]
 
@@ -139,70 +140,103 @@ def make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container) -
                   protocol="tcp" if tcp and not udp else "udp" if udp and not tcp else None)
 
 
-@click.group(invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--probe", type=click.Choice(PROBE_CHOICES), default="auto", show_default=True,
-              help="Kernel hooks: kfunc (fexit), kprobe, tracepoint; auto tries them in that order.")
-@click.option("--json", "as_json", is_flag=True, help="Write JSON Lines to stdout instead of the table.")
-@filter_options
-@click.option("--unaccepted-after", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
-              metavar="SECONDS", help="Report a connection nobody accepted after this long.")
-@click.option("--udp-idle", type=click.FloatRange(1, 86400), default=60.0, show_default=True,
-              metavar="SECONDS", help="Report a UDP flow again after this long without a datagram.")
-@click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto", show_default=True,
-              help="Event buffer: ring buffer (Linux 5.8+) or per-CPU perf buffer; auto picks by kernel version.")
-@click.option("--buffer-pages", type=int, callback=_pages,
-              help=f"Size of the event buffer in 4 KiB pages, a power of 2 "
-                   f"[default: {RINGBUF_PAGES} for the ring buffer, {PERFBUF_PAGES} per CPU for the perf buffer].")
-@click.option("-o", "--output", metavar="PATH",
-              help="Append JSON Lines to PATH (created 0600) while the terminal shows the table.")
-@click.option("--rotate-size", type=Size(), help="Rotate the log when it would pass SIZE (64K, 100M, 1G).")
-@click.option("--rotate-keep", type=click.IntRange(1, 999), default=5, show_default=True,
-              help="Rotated logs to keep: PATH.1 (newest) .. PATH.N.")
-@click.option("--rotate-gzip", is_flag=True, help="Compress rotated logs (PATH.1.gz).")
-@click.option("--fsync", type=click.Choice(["interval", "always"]), default="interval", show_default=True,
-              help="fsync the log once a second, or after every batch of records.")
-@click.option("--metrics", type=ListenAddress(),
-              help="Serve Prometheus metrics on http://[ADDR:]PORT/metrics (ADDR: 127.0.0.1 "
-                   "unless given; 0.0.0.0 or [::] to be scraped from elsewhere).")
-@click.option("-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o or --metrics).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Trace for this long, counted from when every probe is attached, then "
-                   "stop as SIGTERM would.")
-@click.option("--no-snapshot", is_flag=True,
-              help="Do not list the existing mapped connections before tracing.")
-@click.option("--no-failed", is_flag=True,
-              help="Do not report connects that fail (refused, timeout, unreachable, ...).")
-@click.option("--lifetime", is_flag=True,
-              help="Also report each TCP connection's end: how long it lived, the bytes each "
-                   "way, retransmits, who closed it (a `close` record).")
-@click.version_option(__version__, "-V", "--version")
-@click.pass_context
-def main(ctx, probe, as_json, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container,
-         unaccepted_after, udp_idle, buffer, buffer_pages, output, rotate_size, rotate_keep, rotate_gzip, fsync, metrics,
-         quiet, duration, no_snapshot, no_failed, lifetime):
-    """Stream every new TCP connection and UDP flow; mark IPv4 peers served
-    by AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
-    if ctx.invoked_subcommand is not None:
-        _tracing_options_only(ctx)
+def _tracing_options(top: bool = False):
+    """The tracer's options; `top` takes them all but --json and -q."""
+    def decorate(f):
+        for option in reversed([
+            click.option("--probe", type=click.Choice(PROBE_CHOICES), default="auto", show_default=True,
+                         help="Kernel hooks: kfunc (fexit), kprobe, tracepoint; auto tries them in that order."),
+            None if top else click.option(
+                "--json", "as_json", is_flag=True, help="Write JSON Lines to stdout instead of the table."),
+            filter_options,
+            click.option("--unaccepted-after", type=click.FloatRange(0.1, 3600), default=1.0,
+                         show_default=True, metavar="SECONDS",
+                         help="Report a connection nobody accepted after this long."),
+            click.option("--udp-idle", type=click.FloatRange(1, 86400), default=60.0, show_default=True,
+                         metavar="SECONDS",
+                         help="Report a UDP flow again after this long without a datagram."),
+            click.option("--buffer", type=click.Choice(["auto", "ring", "perf"]), default="auto",
+                         show_default=True,
+                         help="Event buffer: ring buffer (Linux 5.8+) or per-CPU perf buffer; auto "
+                              "picks by kernel version."),
+            click.option("--buffer-pages", type=int, callback=_pages,
+                         help=f"Size of the event buffer in 4 KiB pages, a power of 2 "
+                              f"[default: {RINGBUF_PAGES} for the ring buffer, {PERFBUF_PAGES} per "
+                              f"CPU for the perf buffer]."),
+            click.option("-o", "--output", metavar="PATH",
+                         help="Append JSON Lines to PATH (created 0600) while the terminal shows "
+                              "the table."),
+            click.option("--rotate-size", type=Size(),
+                         help="Rotate the log when it would pass SIZE (64K, 100M, 1G)."),
+            click.option("--rotate-keep", type=click.IntRange(1, 999), default=5, show_default=True,
+                         help="Rotated logs to keep: PATH.1 (newest) .. PATH.N."),
+            click.option("--rotate-gzip", is_flag=True, help="Compress rotated logs (PATH.1.gz)."),
+            click.option("--fsync", type=click.Choice(["interval", "always"]), default="interval",
+                         show_default=True,
+                         help="fsync the log once a second, or after every batch of records."),
+            click.option("--metrics", type=ListenAddress(),
+                         help="Serve Prometheus metrics on http://[ADDR:]PORT/metrics (ADDR: "
+                              "127.0.0.1 unless given; 0.0.0.0 or [::] to be scraped from "
+                              "elsewhere)."),
+            None if top else click.option(
+                "-q", "--quiet", is_flag=True, help="Nothing on the terminal (with -o or --metrics)."),
+            click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                         help="Trace for this long, counted from when every probe is attached, "
+                              "then stop as SIGTERM would."),
+            click.option("--no-snapshot", is_flag=True,
+                         help="Do not list the existing mapped connections before tracing."),
+            click.option("--no-failed", is_flag=True,
+                         help="Do not report connects that fail (refused, timeout, unreachable, ...)."),
+            click.option("--lifetime", is_flag=True,
+                         help="Also report each TCP connection's end: how long it lived, the bytes "
+                              "each way, retransmits, who closed it (a `close` record)."),
+        ]):
+            if option is not None:
+                f = option(f)
+        return f
+    return decorate
+
+
+def trace_options(probe, mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container,
+                  unaccepted_after, udp_idle, buffer, buffer_pages, output, rotate_size,
+                  rotate_keep, rotate_gzip, fsync, metrics, duration, no_snapshot, no_failed,
+                  lifetime, as_json=False, quiet=False, top=None) -> TraceOptions:
+    """The tracer's options from the command line's values, checked."""
     flt = make_filter(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container)
     if quiet and not (output or metrics):
         raise click.UsageError("-q/--quiet needs -o/--output or --metrics: otherwise nothing would "
                                "be written")
     if (rotate_size or rotate_gzip) and not output:
         raise click.UsageError("--rotate-size/--rotate-gzip need -o/--output")
-    app = ctx.ensure_object(App)
-    app.trace = TraceOptions(
+    return TraceOptions(
         probe=probe, json=as_json, unaccepted_after=unaccepted_after, udp_idle=udp_idle, buffer=buffer,
         buffer_pages=buffer_pages, output=output, rotate_size=rotate_size,
         rotate_keep=rotate_keep, rotate_gzip=rotate_gzip, fsync=fsync, quiet=quiet,
         duration=duration, filter=flt, snapshot=not no_snapshot, failed=not no_failed,
-        metrics=metrics, lifetime=lifetime)
-    if ctx.invoked_subcommand is None:
-        try:
-            trace(app)
-        except SessionError as exc:
-            raise click.ClickException(str(exc)) from None
+        metrics=metrics, lifetime=lifetime, top=top)
+
+
+def _run(app: App) -> None:
+    try:
+        trace(app)
+    except SessionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@_tracing_options()
+@click.version_option(__version__, "-V", "--version")
+@click.pass_context
+def main(ctx, **options):
+    """Stream every new TCP connection and UDP flow; mark IPv4 peers served
+    by AF_INET6 (dual-stack) sockets as MAPPED and name their process."""
+    if ctx.invoked_subcommand is not None:
+        _tracing_options_only(ctx)
+        return
+    app = ctx.ensure_object(App)
+    app.trace = trace_options(**options)
+    _run(app)
 
 
 def _tracing_options_only(ctx: click.Context) -> None:
@@ -224,19 +258,38 @@ def _tracing_options_only(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="How many processes and peers to list.")
-def report(files, as_json, top):
+@click.option("--html", "html_file", metavar="FILE",
+              help="Also write the report as one self-contained HTML page (opens offline), with "
+                   "a timeline per dual-stack listener; needs matplotlib (socktrace[html]).")
+def report(files, as_json, top, html_file):
     """Summarize log files written with -o (a rotated set, .gz included):
     which processes serve IPv4 through dual-stack sockets, and the fix.
 
     Lines that are not valid records are named on stderr (FILE:LINE) and
     skipped; the exit status is then 1."""
     bad: list[BadLine] = []
+    if html_file is not None:   # matplotlib is optional: imported for --html alone
+        from .output import report_html
+        from .report import summarize_with_timelines
+        try:
+            report_html.need_matplotlib()
+        except report_html.NoMatplotlib as exc:
+            raise click.ClickException(str(exc)) from None
     try:
-        r = summarize(read_log(files, bad))
+        if html_file is None:
+            r = summarize(read_log(files, bad))
+        else:
+            r, timelines = summarize_with_timelines(read_log(files, bad))
     except OSError as exc:
         raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
     except EOFError as exc:  # a gzip file cut short
         raise click.ClickException(f"a compressed log is truncated: {exc}") from None
+    if html_file is not None:
+        page = report_html.format_html(r, bad, timelines, top, files)
+        try:
+            report_html.write(html_file, page)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {html_file}: {exc.strerror}") from None
     if as_json:
         click.echo(json.dumps(to_json(r, bad, top), indent=2))
     else:
@@ -284,3 +337,28 @@ def snapshot(mapped_only, pid, port, comm, ipv4, ipv6, tcp, udp, container, as_j
         click.echo(snapshot_text.explain(snap, socks, records), nl=False)
     else:
         click.echo(snapshot_text.format_table(snap, records), nl=False)
+
+
+@main.command()
+@_tracing_options(top=True)
+@click.option("-i", "--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              metavar="SECONDS", help="Refresh the screen this often.")
+@click.option("-b", "--batch", is_flag=True,
+              help="No full screen: print one plain block per interval on stdout (as top -b).")
+@click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N refreshes.")
+@click.option("--by", "view", type=click.Choice(VIEWS), default="listener", show_default=True,
+              help="One row per listener, process, container (or service) or peer address "
+                   "(keys l, p, c, a).")
+@click.pass_context
+def top(ctx, interval, batch, iterations, view, **options):
+    """A live view of the connections per second, one row per listener,
+    process, container or peer: IPv4, IPv4 MAPPED and IPv6 apart, failed,
+    queued, UDP flows, bytes.  Keys: l p c a the view, < > the sort column,
+    r reverse, q quit (and print the summary, as Ctrl-C)."""
+    if not batch and not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise click.UsageError("socktrace top needs a terminal: add --batch (-b) for plain text "
+                               "blocks")
+    app = ctx.ensure_object(App)
+    app.trace = trace_options(**options, top=TopOptions(interval, batch, view, iterations))
+    _run(app)

@@ -43,6 +43,15 @@ class SessionError(Exception):
 
 
 @dataclass(frozen=True)
+class TopOptions:
+    """`socktrace top`'s own options."""
+    interval: float = 1.0
+    batch: bool = False
+    view: str = "listener"
+    iterations: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class TraceOptions:
     """The tracer's options, as the command line gave them."""
     probe: str = "auto"
@@ -63,6 +72,7 @@ class TraceOptions:
     snapshot: bool = True
     failed: bool = True       # report failed connects
     metrics: Optional[Tuple[str, int]] = None   # --metrics: (address, port)
+    top: Optional[TopOptions] = None   # `socktrace top` instead of the table
 
 
 @dataclass
@@ -142,7 +152,7 @@ def trace(app: App, kernel: Kernel = BccKernel()) -> None:
     with contextlib.ExitStack() as stack:
         # the outputs first: a log path that cannot be written or a metrics
         # port in use fails before anything is loaded into the kernel
-        sink = open_outputs(opts, traffic)
+        sink = open_outputs(opts, traffic, app.stop)
         stack.callback(sink.close)
         probes = stack.enter_context(kernel.probes(opts))
         if opts.metrics:
@@ -192,9 +202,11 @@ def traffic_now(probes) -> dict:
     return bytes_now(kernel, live, ns_inode("/proc/self/ns/net"))
 
 
-def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict) -> Tee:
+def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict,
+                 stop: Optional[Flag] = None) -> Tee:
     """The outputs `opts` asks for, as one sink; on an error, those opened
-    already are closed again.  `traffic` gives the metrics' bytes."""
+    already are closed again.  `traffic` gives the metrics' bytes; `top`
+    sets `stop` when its q is pressed."""
     with contextlib.ExitStack() as opened:
         sinks: List[Sink] = []
 
@@ -202,7 +214,9 @@ def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict) -> Tee:
             opened.callback(sink.close)
             sinks.append(sink)
 
-        if not opts.quiet:
+        if opts.top:
+            add(_top(opts.top, stop or Flag()))
+        elif not opts.quiet:
             add(JsonSink(sys.stdout) if opts.json else TableSink(sys.stdout, sys.stderr))
         if opts.output:
             try:
@@ -215,6 +229,18 @@ def open_outputs(opts: TraceOptions, traffic: Callable[[], dict] = dict) -> Tee:
             add(_metrics(opts.metrics, traffic))
         opened.pop_all()
     return Tee(*sinks)
+
+
+def _top(opts: TopOptions, stop: Flag) -> Sink:
+    """`socktrace top`: the full-screen view (curses), or --batch's blocks."""
+    from .output.top_screen import BatchScreen, CursesScreen, TerminalError, TopSink
+    from .top import TopModel
+    try:
+        screen = BatchScreen(sys.stdout) if opts.batch else CursesScreen()
+    except TerminalError as exc:
+        raise SessionError(f"socktrace top: {exc}") from None
+    return TopSink(screen, stop, TopModel(opts.view), opts.interval,
+                   lambda: snapshot_mod.accept_queues(netns.all_namespaces()), opts.iterations)
 
 
 def _metrics(where: Tuple[str, int], traffic: Callable[[], dict]) -> Sink:

@@ -191,3 +191,22 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
             sockets += classify(raw[p], owners, ns, p)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)
     return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets)
+
+
+def accept_queues(namespaces: list[str | None]) -> dict[tuple[int, int], int]:
+    """The connections waiting in each TCP listener's accept queue now (ss's
+    Recv-Q of a LISTEN socket), by (network namespace, port), in
+    `namespaces` (a vanished one is skipped); `top`'s QUEUED."""
+    queues: dict[tuple[int, int], int] = {}
+    for path in namespaces:
+        try:
+            with netns.entered(path) as ns:
+                listeners = dump(socket.AF_INET6, states=1 << LISTEN) + \
+                    dump(socket.AF_INET, states=1 << LISTEN)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                continue
+            raise
+        for s in listeners:
+            queues[ns, s.sport] = queues.get((ns, s.sport), 0) + s.rqueue
+    return queues

@@ -8,6 +8,14 @@ PID/COMM names the process as netstat does, and after @ its container
 an AF_INET6 socket whose peer is IPv4, shown in dotted form as netstat does.
 A `failed` row (a connect that never completed its handshake) has its
 reason in the last column: refused, timeout, unreachable, reset, closed.
+
+When rows come faster than anyone reads them (more than RATE_LIMIT a
+second, over two seconds), the table says so once on stderr and prints,
+once a second, one line per process, port, family and event with its
+count, until a second passes with RATE_LIMIT rows or fewer (`Coalescer`).
+--json, -o and the metrics keep every record:
+
+    10:42:01 accept  31307/java@backup    10.0.0.12:4243        2315 conns, 41 addrs  tcp6 MAPPED 0
 """
 
 from __future__ import annotations
@@ -15,15 +23,17 @@ from __future__ import annotations
 import time
 from calendar import timegm as calendar_timegm
 from functools import lru_cache
-from typing import TextIO
+from collections import Counter
+from typing import Callable, TextIO
 
 from ..classify import endpoint, label
 from ..records import ConnectionRecord, LostRecord, ReadyRecord, SocketRecord, SummaryRecord
-from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, process_name
+from ..vocabulary import ACCEPT, CLOSE, CONNECT, CONNECT_FAILED, IN, OUT, UDP, UNACCEPTED, came_in, \
+    process_name
 from .advice_text import advice_lines
 from ..containers import display_name
 from .escape import escape
-from .names import pid_name, size, who
+from .names import pid_list, pid_name, size, who
 from . import snapshot_text
 
 EVENT_LABELS = {ACCEPT: "accept", CONNECT: "connect", UNACCEPTED: "queued", CONNECT_FAILED: "failed",
@@ -95,12 +105,170 @@ def format_row(rec: ConnectionRecord) -> str:
     ).rstrip()
 
 
+def summary_text(rec: SummaryRecord) -> str:
+    """The totals at exit and, for each dual-stack listener that served
+    IPv4 peers, who it is and its fix: what the table and `top` print on
+    stderr when they stop."""
+    counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
+    n = rec["events"]
+    lines = [f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
+             f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost"
+             + (f", {rec['missed_runs']} program runs skipped by the kernel"
+                if rec["missed_runs"] else "")]
+    for seen in rec["dual_stack"]:
+        where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else \
+            f" ({escape(seen['unit'])})" if seen.get("unit") else ""
+        lines.append(f"socktrace: {pid_name(seen['pids'], seen['process'])}{where} served "
+                     f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
+                     f"dual-stack AF_INET6 socket (tcp6 MAPPED)")
+        lines += advice_lines(seen["advice"], "  ")
+    return "".join(line + "\n" for line in lines)
+
+
+RATE_LIMIT = 50     # rows a second a person can still follow
+# what a coalesced line counts, by event
+_COUNTED = {ACCEPT: "conns", CONNECT: "conns", UNACCEPTED: "queued", CONNECT_FAILED: "tries",
+            UDP: "flows", CLOSE: "ends"}
+COALESCE_NOTICE = (f"socktrace: more than {RATE_LIMIT} rows a second: the table now shows one line "
+                   "per second for each process, port, family and event, with counts, until the "
+                   "rate falls (--json, -o and --metrics keep every record)\n")
+
+
+def group_key(rec: ConnectionRecord) -> tuple:
+    """What one coalesced line stands for: the event, the process (and
+    container), the service's port (the local one of what came in, the
+    remote one of what went out), the socket's family and protocol."""
+    c = rec.get("container")
+    inbound = came_in(rec)
+    return (rec["type"], rec.get("direction"), process_name(rec), c["id"] if c else None, inbound,
+            rec["lport"] if inbound else rec["rport"], rec["sock_family"], rec["mapped"],
+            rec.get("protocol") or "tcp")
+
+
+class Group:
+    """The connections of one second under one `group_key`."""
+    __slots__ = ("first", "n", "pids", "here", "there", "last")
+
+    def __init__(self, rec: ConnectionRecord):
+        self.first = rec
+        self.n = 0
+        self.pids: set = set()
+        self.here: set = set()    # the service's side's addresses
+        self.there: set = set()   # the other side's
+        self.last: Counter = Counter()   # the last column's values
+
+    def add(self, rec: ConnectionRecord, inbound: bool) -> None:
+        self.n += 1
+        self.pids.add(rec["pid"])
+        self.here.add(rec["laddr"] if inbound else rec["raddr"])
+        self.there.add(rec["raddr"] if inbound else rec["laddr"])
+        self.last[rec.get("reason") or rec.get("v6only")] += 1
+
+    def line(self, clock: str) -> str:
+        """The line, at `clock` (HH:MM:SS).
+
+        >>> g = Group({"type": "accept", "pid": 7, "process": "java", "sock_family": "AF_INET6",
+        ...     "mapped": True, "laddr": "10.0.0.12", "lport": 4243, "raddr": "10.0.0.20",
+        ...     "rport": 5000, "v6only": False, "container": None})
+        >>> for raddr in ("10.0.0.20", "10.0.0.21", "10.0.0.21"):
+        ...     g.add({**g.first, "raddr": raddr}, True)
+        >>> g.line("10:42:01")
+        '10:42:01 accept  7/java               10.0.0.12:4243        3 conns, 2 addrs      tcp6 MAPPED 0'
+        """
+        rec = self.first
+        inbound = came_in(rec)
+        kind = rec["type"]
+        port = rec["lport"] if inbound else rec["rport"]
+        service = endpoint(next(iter(self.here)) if len(self.here) == 1 else "*", port)
+        k = len(self.there)
+        counted = f"{self.n} {_COUNTED.get(kind, kind)}, {k} addr{'s' if k != 1 else ''}"
+        value, _ = self.last.most_common(1)[0]
+        last = ("-" if value is None else value if isinstance(value, str) else str(int(value))) + \
+            ("+" if len(self.last) > 1 else "")
+        return _ROW.format(
+            clock, UDP_LABELS[rec["direction"]] if kind == UDP else EVENT_LABELS.get(kind, kind),
+            who(pid_list(sorted(p for p in self.pids if p)), process_name(rec), rec.get("container"),
+                _WHO),
+            service if inbound else counted, counted if inbound else service,
+            label(rec["sock_family"], rec["mapped"], rec.get("protocol") or "tcp"),
+            "-" if kind == CLOSE else last).rstrip()
+
+
+class Coalescer:
+    """Whether rows are printed one by one or counted, second by second
+    (the second a record reached the table, whose time its lines show).
+
+    >>> c = Coalescer(limit=2)
+    >>> recs = [{"type": "connect", "pid": 9, "process": "ab", "sock_family": "AF_INET",
+    ...          "mapped": False, "laddr": "127.0.0.1", "lport": p, "raddr": "127.0.0.1",
+    ...          "rport": 80, "container": None, "time": "2026-11-23T11:02:05.1Z"} for p in range(6)]
+    >>> [len(c.rows(recs[:3], 100)), c.on], [len(c.rows(recs, 100)), c.on]
+    ([3, False], [1, True])
+    >>> [line[9:] for line in c.tick(101)], c.on
+    (['connect 9/ab                 5 conns, 1 addr       127.0.0.1:80          tcp         -'], True)
+    >>> c.tick(102), c.tick(103), c.on
+    ([], [], False)
+    """
+
+    def __init__(self, limit: int = RATE_LIMIT):
+        self.limit = limit
+        self.on = False
+        self.second = None
+        self.count = 0        # records in this second
+        self.previous = 0     # ... in the one before
+        self.calm = 0         # seconds at or under the limit while counting
+        self.groups: dict[tuple, Group] = {}
+
+    def rows(self, recs: list[ConnectionRecord], second: int) -> list[ConnectionRecord]:
+        """The records of `recs` to print as rows; the others are counted."""
+        if second != self.second:
+            self.tick(second)
+        self.count += len(recs)
+        if not self.on:
+            room = 2 * self.limit - self.previous - (self.count - len(recs))
+            if len(recs) <= room:
+                return recs
+            self.on, self.calm = True, 0
+            shown, recs = recs[:max(room, 0)], recs[max(room, 0):]
+        else:
+            shown = []
+        groups = self.groups
+        for rec in recs:
+            k = group_key(rec)
+            g = groups.get(k)
+            if g is None:
+                g = groups[k] = Group(rec)
+            g.add(rec, k[4])
+        return shown
+
+    def tick(self, second: int) -> list[str]:
+        """The lines of the seconds that have ended before `second`; whether
+        to go on counting."""
+        if second == self.second:
+            return []
+        clock = time.strftime("%H:%M:%S", time.localtime(self.second or 0))
+        lines = [g.line(clock) for g in self.groups.values()]
+        self.groups = {}
+        if self.on and self.second is not None:
+            self.calm = self.calm + 1 if self.count <= self.limit else 0
+            # a whole second under the limit (and this one, when more than a second passed)
+            if self.calm >= 2 or (second - self.second > 1):
+                self.on = False
+        self.previous = self.count if second - (self.second or second) == 1 else 0
+        self.count, self.second = 0, second
+        return lines
+
+
 class TableSink:
     """Rows on `out`, notices on `err` (output.sink.Sink)."""
 
-    def __init__(self, out: TextIO, err: TextIO):
+    def __init__(self, out: TextIO, err: TextIO, clock: Callable[[], float] = time.time,
+                 coalescer: Coalescer | None = None):
         self.out = out
         self.err = err
+        self.clock = clock
+        self.coalescer = coalescer or Coalescer()
+        self._told = False
 
     def ready(self, rec: ReadyRecord) -> None:
         for mode, reason in rec["skipped"].items():
@@ -112,7 +280,22 @@ class TableSink:
         self.out.flush()
 
     def connections(self, recs: list[ConnectionRecord]) -> None:
-        self.out.write("".join(format_row(rec) + "\n" for rec in recs))
+        c = self.coalescer
+        second = int(self.clock())
+        if second != c.second:
+            self._write(c.tick(second))
+        rows = c.rows(recs, second)
+        if rows:
+            self.out.write("".join(format_row(rec) + "\n" for rec in rows))
+        if c.on and not self._told:
+            self._told = True
+            self.out.flush()
+            self.err.write(COALESCE_NOTICE)
+            self.err.flush()
+
+    def _write(self, lines: list[str]) -> None:
+        if lines:
+            self.out.write("".join(line + "\n" for line in lines))
 
     def existing(self, recs: list[SocketRecord]) -> None:
         if not recs:
@@ -131,22 +314,12 @@ class TableSink:
 
     def summary(self, rec: SummaryRecord) -> None:
         self.flush()
-        counts = ", ".join(f"{n} {t}" for t, n in rec["by_type"].items())
-        n = rec["events"]
-        self.err.write(f"socktrace: {n} event{'s' if n != 1 else ''} ({counts or 'none'}), "
-                       f"{rec['mapped']} IPv4 over AF_INET6 (MAPPED), {rec['lost']} lost"
-                       + (f", {rec['missed_runs']} program runs skipped by the kernel"
-                          if rec["missed_runs"] else "") + "\n")
-        for seen in rec["dual_stack"]:
-            where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else \
-                f" ({escape(seen['unit'])})" if seen.get("unit") else ""
-            self.err.write(f"socktrace: {pid_name(seen['pids'], seen['process'])}{where} served "
-                           f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
-                           f"dual-stack AF_INET6 socket (tcp6 MAPPED)\n")
-            self.err.write("".join(line + "\n" for line in advice_lines(seen["advice"], "  ")))
+        self.err.write(summary_text(rec))
         self.err.flush()
 
     def flush(self) -> None:
+        """Write out the rows, and the counts of a second that has ended."""
+        self._write(self.coalescer.tick(int(self.clock())))
         self.out.flush()
 
     def reopen(self) -> None:

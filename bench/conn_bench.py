@@ -4,7 +4,9 @@ A real dual-stack server (nginx, `listen [::]:PORT ipv6only=off`) and a real
 client opening a new IPv4 connection per request (ab, no keep-alive), so
 every connection is IPv4-mapped on the server.  In alternating rounds:
   - no tracer (the baseline),
-  - socktrace in each probe mode that runs here, logging with -o FILE,
+  - socktrace in each probe mode that runs here, logging with -o FILE (-q),
+  - the same in the first mode with what a person watches meanwhile: the
+    table, and `socktrace top`, each on an 80x24 pseudo-terminal,
   - bpftrace with an equivalent script on the same hooks as socktrace's
     tracepoint mode (sock:inet_sock_set_state and the accept/connect
     syscall exits), printing one line per accept and connect (the tool a
@@ -22,13 +24,17 @@ Run as root: make bench.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import pty
 import re
 import signal
 import statistics
+import struct
 import subprocess
+import termios
 import sys
 import tempfile
 import threading
@@ -56,7 +62,15 @@ METRICS_PORT = 19464
 # "socktrace-MODE+lifetime": the same with --lifetime, a close record for
 # every connection's end, both ends (BENCH_LIFETIME=0: not run)
 LIFETIME = os.environ.get("BENCH_LIFETIME", "1") == "1"
-EXTRA_OPTIONS = {"": [], "metrics": ["--metrics", str(METRICS_PORT)], "lifetime": ["--lifetime"]}
+# "socktrace-MODE+table" and "+top": what a person watches, the table or `top`, on a
+# pseudo-terminal of 80x24 (read as fast as a terminal would), logging with -o too
+# (BENCH_FRONTENDS=0: not run)
+FRONTENDS = os.environ.get("BENCH_FRONTENDS", "1") == "1"
+EXTRA_OPTIONS = {"": [], "metrics": ["--metrics", str(METRICS_PORT)], "lifetime": ["--lifetime"],
+                 "table": [], "top": []}
+# the arguments before the options: the table is the command itself, top a subcommand;
+# neither is quiet
+FRONT = {"table": [], "top": ["top"]}
 
 BPFTRACE_SCRIPT = r"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->newstate == 2/
@@ -154,14 +168,38 @@ class Tracer:
         self.procs.append(p)
         return p
 
+    def _terminal(self, args, log: Path) -> subprocess.Popen:
+        """`args` on a pseudo-terminal of 80x24, its screen read and dropped
+        as a terminal emulator would; stderr to a file as _spawn's."""
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        log.unlink(missing_ok=True)
+        p = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=open(log.with_suffix(".err"), "w"),
+                             env={**os.environ, "TERM": "xterm-256color"}, start_new_session=True)
+        os.close(slave)
+
+        def drain():
+            while True:
+                try:
+                    if not os.read(master, 1 << 16):
+                        break
+                except OSError:    # EIO: the terminal's last writer is gone
+                    break
+            os.close(master)
+        threading.Thread(target=drain, daemon=True).start()
+        self.procs.append(p)
+        return p
+
     def start(self) -> float:
         t = time.monotonic()
         log = self.logs.get("log")
         if self.name.startswith("socktrace"):
             mode, _, other = self.name.split("-", 1)[1].partition("@")
             mode, _, extra = mode.partition("+")
-            p = self._spawn([COMPARE if other else SOCKTRACE, "--probe", mode, "-q", "--no-snapshot",
-                             "-o", str(log)] + EXTRA_OPTIONS[extra], log)
+            command = [COMPARE if other else SOCKTRACE] + FRONT.get(extra, []) + \
+                ["--probe", mode] + ([] if extra in FRONT else ["-q"]) + \
+                ["--no-snapshot", "-o", str(log)] + EXTRA_OPTIONS[extra]
+            p = self._terminal(command, log) if extra in FRONT else self._spawn(command, log)
             wait_for(log, '"type":"ready"', p, timeout=600)
             if extra == "metrics":
                 self.scraper = threading.Thread(target=self._scrape, daemon=True)
@@ -268,9 +306,11 @@ def main() -> None:
     kinds = ["baseline"] + [f"socktrace-{m}" for m in modes] + \
         ([f"socktrace-{modes[0]}+metrics"] if METRICS else []) + \
         ([f"socktrace-{modes[0]}+lifetime"] if LIFETIME else []) + \
+        ([f"socktrace-{modes[0]}+table", f"socktrace-{modes[0]}+top"] if FRONTENDS else []) + \
         ([f"socktrace-{modes[0]}@compare"] if COMPARE else []) + \
         ([f"socktrace-{modes[0]}+metrics@compare"] if COMPARE and METRICS else []) + \
-        ([f"socktrace-{modes[0]}+lifetime@compare"] if COMPARE and LIFETIME else []) + ["bpftrace"] + \
+        ([f"socktrace-{modes[0]}+lifetime@compare"] if COMPARE and LIFETIME else []) + \
+        ([f"socktrace-{modes[0]}+table@compare"] if COMPARE and FRONTENDS else []) + ["bpftrace"] + \
         (["bcc"] if bcc_tools_run() else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     try:

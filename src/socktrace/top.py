@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .classify import peer_family
 from .containers import display_name
 from .vocabulary import CLOSE, CONNECT_FAILED, CONNECTIONS, THROUGH_LISTENER, UDP, came_in, \
     process_name, protocol_of
@@ -35,7 +34,6 @@ VIEW_KEYS = {"l": "listener", "p": "process", "c": "container", "a": "peer"}
 # the columns, in order: per second but QUEUED (now)
 CONN, IPV4, MAPPED, IPV6, FAILED, QUEUED, UDP_FLOWS, BYTES = range(8)
 COLUMNS = ("CONN/s", "IPv4", "MAPPED", "IPv6", "FAIL", "QUEUED", "UDP/s", "BYTES/s")
-_FAMILY_COLUMN = {"ipv4": IPV4, "mapped": MAPPED, "ipv6": IPV6}
 IDLE_ROUNDS = 60
 
 Queues = Mapping[Tuple[int, int], int]   # (netns, port) -> connections in the accept queue
@@ -48,6 +46,7 @@ class Row:
     key: str
     counts: List[int] = field(default_factory=lambda: [0] * len(COLUMNS))
     listeners: set = field(default_factory=set)   # (netns, port) its connections came in through
+    last_listener: Optional[tuple] = None
     dual_stack: bool = False
     idle: int = 0          # intervals without a record
     # filled by TopModel.frame
@@ -167,10 +166,14 @@ class TopModel:
             kind = rec["type"]
             if kind in CONNECTIONS:
                 counts[CONN] += 1
-                counts[_FAMILY_COLUMN[peer_family(rec["sock_family"], rec["mapped"])]] += 1
+                counts[IPV4 if rec["sock_family"] == "AF_INET" else
+                       MAPPED if rec["mapped"] else IPV6] += 1
                 if kind in THROUGH_LISTENER:
-                    row.listeners.add((rec["netns"], rec["lport"]))
-                    if rec.get("v6only") is False or rec["mapped"]:
+                    listener = rec["netns"], rec["lport"]
+                    if listener != row.last_listener:
+                        row.last_listener = listener
+                        row.listeners.add(listener)
+                    if rec["mapped"] or rec.get("v6only") is False:
                         row.dual_stack = True
             elif kind == UDP:
                 counts[UDP_FLOWS] += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from calendar import timegm as calendar_timegm
 from functools import lru_cache
-from collections import Counter
 from typing import Callable, TextIO
 
 from ..classify import endpoint, label
@@ -147,7 +146,7 @@ def group_key(rec: ConnectionRecord) -> tuple:
 
 class Group:
     """The connections of one second under one `group_key`."""
-    __slots__ = ("first", "n", "pids", "here", "there", "last")
+    __slots__ = ("first", "n", "pids", "here", "there", "last", "mixed")
 
     def __init__(self, rec: ConnectionRecord):
         self.first = rec
@@ -155,14 +154,20 @@ class Group:
         self.pids: set = set()
         self.here: set = set()    # the service's side's addresses
         self.there: set = set()   # the other side's
-        self.last: Counter = Counter()   # the last column's values
+        self.last = rec.get("reason") or rec.get("v6only")   # the last column's value
+        self.mixed = False                                     # ... and whether it varies
 
     def add(self, rec: ConnectionRecord, inbound: bool) -> None:
         self.n += 1
         self.pids.add(rec["pid"])
-        self.here.add(rec["laddr"] if inbound else rec["raddr"])
-        self.there.add(rec["raddr"] if inbound else rec["laddr"])
-        self.last[rec.get("reason") or rec.get("v6only")] += 1
+        if inbound:
+            self.here.add(rec["laddr"])
+            self.there.add(rec["raddr"])
+        else:
+            self.here.add(rec["raddr"])
+            self.there.add(rec["laddr"])
+        if not self.mixed and (rec.get("reason") or rec.get("v6only")) != self.last:
+            self.mixed = True
 
     def line(self, clock: str) -> str:
         """The line, at `clock` (HH:MM:SS).
@@ -182,9 +187,9 @@ class Group:
         service = endpoint(next(iter(self.here)) if len(self.here) == 1 else "*", port)
         k = len(self.there)
         counted = f"{self.n} {_COUNTED.get(kind, kind)}, {k} addr{'s' if k != 1 else ''}"
-        value, _ = self.last.most_common(1)[0]
+        value = self.last
         last = ("-" if value is None else value if isinstance(value, str) else str(int(value))) + \
-            ("+" if len(self.last) > 1 else "")
+            ("+" if self.mixed else "")
         return _ROW.format(
             clock, UDP_LABELS[rec["direction"]] if kind == UDP else EVENT_LABELS.get(kind, kind),
             who(pid_list(sorted(p for p in self.pids if p)), process_name(rec), rec.get("container"),

@@ -17,8 +17,11 @@ RUNTIME_PACKAGES := python3-bpfcc linux-libc-dev python3-venv
 # and kernel matrix (tests/distros, tests/vm); vagrant: `vagrant validate`;
 # strace: that glibc's address probe really connect()s (tests/kernel/test_udp.py);
 # podman, runc: real containers (tests/kernel/test_containers.py; crun, podman's
-# default runtime, refuses a hybrid cgroup layout).
-TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant strace podman runc
+# default runtime, refuses a hybrid cgroup layout); tmux and chromium: the front
+# ends as people use them (tests/frontends: `top` and the table in a terminal,
+# report --html in a browser).
+TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant strace podman runc \
+                 tmux chromium
 # docker.io: docker's daemon, the other real runtime of those tests; installed
 # with its start blocked (policy-rc.d): the tests start it (tests/containers/dockerd.py)
 DAEMON_PACKAGES := docker.io
@@ -56,7 +59,7 @@ system: runtime
 $(VENV)/.installed: $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q ".[test]"
+	$(VENV)/bin/pip install -q ".[test,html]"
 	touch $@
 
 run: setup

@@ -11,12 +11,14 @@ import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 from .advice import advise
 from .classify import peer_family
-from .vocabulary import CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, UDP, UDP_PROTOCOL, \
-    DualStackListener, DualStackListeners, RecordType, came_in, process_name, protocol_of
+from .vocabulary import CLOSE, CONNECT, CONNECT_FAILED, CONNECTION_TYPES, CONNECTIONS, UDP, \
+    UDP_PROTOCOL, DualStackListener, DualStackListeners, RecordType, came_in, process_name, \
+    protocol_of
 
 REQUIRED = ("time", "pid", "comm", "sock_family", "mapped", "laddr", "lport", "raddr", "rport")
 # what a close record adds that the report sums: (field, the types it may have)
@@ -312,3 +314,185 @@ def to_json(r: Report, bad: list[BadLine], top: int = 10) -> dict[str, Any]:
             for (pid, comm, cmdline, raddr, rport, proto, reason), n in r.failed.most_common(top)],
         "bad_lines": [str(b) for b in bad],
     }
+
+
+# ---- per-minute timelines (report --html's pictures) ----
+
+FAMILIES = ("ipv4", "mapped", "ipv6")   # classify.peer_family's values, in a chart's order
+# a chart's bucket sizes in minutes, the smallest that keeps it to MOST_BUCKETS
+STEPS = (1, 5, 15, 60, 360, 1440)
+MOST_BUCKETS = 720
+
+
+@dataclass
+class Minute:
+    """One bucket of a timeline, counted by peer family: the connections
+    (or UDP flows) that began in it, and the payload of those that ended
+    in it (their `close` records: the bytes of a connection count in the
+    minute it ended, the only time a log gives them)."""
+    connections: Counter = field(default_factory=Counter)
+    sent: Counter = field(default_factory=Counter)
+    received: Counter = field(default_factory=Counter)
+
+    def add(self, other: "Minute") -> None:
+        self.connections.update(other.connections)
+        self.sent.update(other.sent)
+        self.received.update(other.received)
+
+
+@dataclass
+class Timeline:
+    """Minutes ("YYYY-MM-DDTHH:MM", UTC, as the records' `time` begins)
+    -> Minute, and the peers (address, peer family) -> connections."""
+    minutes: dict = field(default_factory=dict)
+    peers: Counter = field(default_factory=Counter)
+    closes: int = 0   # close records counted: none, the bytes are unknown (not zero)
+
+    def _minute(self, time: str) -> Minute:
+        key = time[:16]
+        m = self.minutes.get(key)
+        if m is None:
+            m = self.minutes[key] = Minute()
+        return m
+
+    def begun(self, rec: dict[str, Any], family: str) -> None:
+        self._minute(rec["time"]).connections[family] += 1
+        self.peers[(rec["raddr"], family)] += 1
+
+    def ended(self, rec: dict[str, Any], family: str) -> None:
+        self.closes += 1
+        if rec["bytes_sent"] is None:   # a UDP flow on a kernel that cannot see its bytes
+            return
+        m = self._minute(rec["time"])
+        m.sent[family] += rec["bytes_sent"]
+        m.received[family] += rec["bytes_received"]
+
+    def _starts(self) -> dict[datetime, Minute]:
+        starts = {}
+        for key, m in self.minutes.items():
+            try:
+                starts[datetime.strptime(key, "%Y-%m-%dT%H:%M").replace(tzinfo=timezone.utc)] = m
+            except ValueError:
+                continue
+        return starts
+
+    def step(self) -> int:
+        """The bucket size buckets() takes by default (pick_step)."""
+        starts = self._starts()
+        return pick_step(min(starts), max(starts)) if starts else 1
+
+    def buckets(self, step: int | None = None) -> list[tuple[datetime, Minute]]:
+        """Every bucket of `step` minutes (STEPS: the smallest that keeps it
+        to MOST_BUCKETS, unless given) from the first to the last, those
+        without records too (empty): (its start, UTC, what it holds).  A
+        time that is no ISO 8601 minute is left out.
+
+        >>> t = Timeline()
+        >>> t.begun({"time": "2026-11-23T10:00:59.5Z", "raddr": "10.0.0.1"}, "mapped")
+        >>> t.begun({"time": "2026-11-23T10:02:00Z", "raddr": "10.0.0.1"}, "ipv6")
+        >>> [(s.strftime("%H:%M"), dict(m.connections)) for s, m in t.buckets()]
+        [('10:00', {'mapped': 1}), ('10:01', {}), ('10:02', {'ipv6': 1})]
+        >>> [(s.strftime("%H:%M"), dict(m.connections)) for s, m in t.buckets(5)]
+        [('10:00', {'mapped': 1, 'ipv6': 1})]
+        """
+        starts = self._starts()
+        if not starts:
+            return []
+        first, last = min(starts), max(starts)
+        if step is None:
+            step = pick_step(first, last)
+        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+        def bucket_of(t: datetime) -> datetime:
+            minutes = int((t - epoch).total_seconds()) // 60
+            return epoch + timedelta(minutes=minutes - minutes % step)
+
+        start, end = bucket_of(first), bucket_of(last)
+        out = {start + timedelta(minutes=step * i): Minute()
+               for i in range((end - start) // timedelta(minutes=step) + 1)}
+        for t, m in starts.items():
+            out[bucket_of(t)].add(m)
+        return sorted(out.items(), key=lambda item: item[0])
+
+
+def pick_step(first: datetime, last: datetime, most: int = MOST_BUCKETS) -> int:
+    """The bucket size (minutes) of a timeline from `first` to `last`:
+    per minute up to `most` minutes, then coarser (the largest: a day).
+
+    >>> t = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    >>> pick_step(t, t + timedelta(hours=2)), pick_step(t, t + timedelta(days=2))
+    (1, 5)
+    """
+    span = int((last - first).total_seconds()) // 60 + 1
+    return next((s for s in STEPS if span / s <= most), STEPS[-1])
+
+
+@dataclass
+class Timelines:
+    """Per-minute timelines of a log: `overall`, every TCP connection
+    (vocabulary.CONNECTIONS) by peer family; `listeners`, by
+    DualStackListeners.key_of, what came in (came_in) through each
+    listening socket of a program and port, plain IPv4 through an AF_INET
+    one included: after the fix a dual-stack listener's IPv4 peers come in
+    that way.  A pure function of records, fed one at a time (`add`) so
+    that it can count the records `summarize` reads in the same pass."""
+    overall: Timeline = field(default_factory=Timeline)
+    listeners: dict = field(default_factory=dict)   # key_of -> Timeline
+
+    def add(self, rec: dict[str, Any]) -> None:
+        kind = rec["type"]
+        if kind not in CONNECTION_TYPES and kind != CLOSE:
+            return
+        family = peer_family(rec["sock_family"], rec["mapped"])
+        if kind == CLOSE:
+            if came_in(rec):
+                self._listener(rec).ended(rec, family)
+            return
+        if kind in CONNECTIONS:
+            self.overall.begun(rec, family)
+        if came_in(rec):
+            self._listener(rec).begun(rec, family)
+
+    def _listener(self, rec: dict[str, Any]) -> Timeline:
+        key = DualStackListeners.key_of(rec)
+        t = self.listeners.get(key)
+        if t is None:
+            t = self.listeners[key] = Timeline()
+        return t
+
+    def of(self, lst: DualStackListener) -> Timeline:
+        """A dual-stack listener's (summarize's) timeline."""
+        return self.listeners.get(lst.key) or Timeline()
+
+
+def per_minute(records: Iterable[dict[str, Any]]) -> Timelines:
+    """The per-minute timelines of records.
+
+    >>> t = per_minute([
+    ...     {"type": "accept", "time": "2026-11-23T10:00:01Z", "pid": 7, "comm": "java",
+    ...      "cmdline": "java -jar a.jar", "sock_family": "AF_INET6", "mapped": True,
+    ...      "lport": 8080, "raddr": "10.0.0.5", "rport": 40000},
+    ...     {"type": "close", "opened_by": "accept", "time": "2026-11-23T10:01:30Z", "pid": 7,
+    ...      "comm": "java", "cmdline": "java -jar a.jar", "sock_family": "AF_INET6",
+    ...      "mapped": True, "lport": 8080, "raddr": "10.0.0.5", "rport": 40000,
+    ...      "bytes_sent": 1500, "bytes_received": 80, "duration": 89.0}])
+    >>> [(s.strftime("%H:%M"), dict(m.connections), dict(m.sent))
+    ...  for s, m in t.listeners[("tcp", "java", "java -jar a.jar", 8080, None)].buckets()]
+    [('10:00', {'mapped': 1}, {}), ('10:01', {}, {'mapped': 1500})]
+    """
+    t = Timelines()
+    for rec in records:
+        t.add(rec)
+    return t
+
+
+def summarize_with_timelines(records: Iterable[dict[str, Any]]) -> tuple[Report, Timelines]:
+    """summarize() and per_minute() in one pass over the records (a log
+    read once)."""
+    timelines = Timelines()
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for rec in records:
+            timelines.add(rec)
+            yield rec
+    return summarize(counted()), timelines

@@ -10,7 +10,7 @@ A `failed` row (a connect that never completed its handshake) has its
 reason in the last column: refused, timeout, unreachable, reset, closed.
 
 When rows come faster than anyone reads them (more than RATE_LIMIT a
-second, over two seconds), the table says so once on stderr and prints,
+second: over 2 x RATE_LIMIT within this second and the one before), the table says so once on stderr and prints,
 once a second, one line per process, port, family and event with its
 count, until a second passes with RATE_LIMIT rows or fewer (`Coalescer`).
 --json, -o and the metrics keep every record:

@@ -2,13 +2,14 @@
 titles, one line per row, cut to the terminal's width and height.  The
 curses screen and --batch print the same lines (output/top_screen.py).
 
-    socktrace top - 10:42:01, up 0:05:12, probe tracepoint (ring buffer), every 1s
-    Events: 35.0k/s (1.2M in all), lost 0; failed connects 0/s
-    Connections: 35.0k/s: IPv4 0, IPv4 MAPPED 35.0k, IPv6 0
+    socktrace top - 08:04:04, up 0:00:08, probe tracepoint (ring buffer), every 1s
+    Events: 14.6k/s (80267 in all), lost 0; failed connects 7.4/s
+    Connections: 14.6k/s: IPv4 7.3k, IPv4 MAPPED 7.3k, IPv6 14.8
     View: listener (l p c a), sort: CONN/s (< > r), q: quit
 
-    LISTENER             DS CONN/s IPv4/s MAPPED IPv6/s FAIL/s QUEUED  UDP/s BYTES/s
-    8080/tcp6 500/nginx  DS  35.0k      0  35.0k      0      0      0      0       0
+    LISTENER                 DS CONN/s  IPv4 MAPPED  IPv6  FAIL QUEUED UDP/s BYTES/s
+    18081/tcp6 nginx         DS   7.3k     0   7.3k   7.4     0      0     0       0
+    >18081/tcp ab                 7.3k  7.3k      0     0     0      0     0       0
 """
 
 from __future__ import annotations

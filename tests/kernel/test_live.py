@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -218,7 +219,20 @@ def test_not_root_is_refused_before_loading_anything():
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         SOCKTRACE, "--json"], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (1, "")
-    assert r.stderr == "Error: socktrace needs root to load BPF programs: run it with sudo\n"
+    assert r.stderr == "Error: socktrace needs root to load BPF programs: run it with sudo\n", \
+        _as_nobody_sees_it()
+
+
+def _as_nobody_sees_it() -> str:
+    """Why the unprivileged user's Python might not find socktrace: seen once
+    in the trixie 6.12 VM ("No module named socktrace"), not reproduced."""
+    probe = ("import os, sys; print('cwd', os.getcwd(), 'sys.path', sys.path); "
+             "[print(p, os.access(p, os.R_OK | os.X_OK)) for p in os.environ.get('PYTHONPATH', '').split(':')]")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    return (f"as nobody: {r.stdout}{r.stderr}; PYTHONPATH={os.environ.get('PYTHONPATH')}; "
+            + subprocess.run(["ls", "-ld", "/socktrace", "/socktrace/src", "/tmp/bin"],
+                             capture_output=True, text=True).stdout)
 
 
 def test_table_marks_mapped_rows_and_escapes_names(peer):

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator, List, Optional, Protocol, Tuple
 
+from . import heap
 from . import snapshot as snapshot_mod
 from .advice import AppsFileError, advise, known_apps
 from .bcc_import import BccMissing, import_bcc
@@ -131,6 +132,7 @@ class BccKernel:
                 raise SessionError(str(exc)) from None
             stack.callback(probes.close)
             compiler_memory.release()  # LLVM and clang: 83 of 140 MB RSS (kernel/compiler_memory.py)
+            heap.keep_for_batches()    # no page faults per batch of records (heap.py)
             yield probes
 
 

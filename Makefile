@@ -14,17 +14,21 @@ ARGS        ?=
 RUNTIME_PACKAGES := python3-bpfcc linux-libc-dev python3-venv
 # What the tests add: bpftool (no BPF program is left behind; BTF offsets
 # cross-checked); qemu-system-x86, debootstrap, e2fsprogs: the distribution
-# and kernel matrix (tests/distros, tests/vm); vagrant: `vagrant validate`;
+# and kernel matrix (tests/distros, tests/vm); vagrant, vagrant-libvirt: `vagrant
+# validate` and `vagrant up` (tests/vagrant);
 # strace: that glibc's address probe really connect()s (tests/kernel/test_udp.py);
 # podman, runc: real containers (tests/kernel/test_containers.py; crun, podman's
 # default runtime, refuses a hybrid cgroup layout); tmux and chromium: the front
 # ends as people use them (tests/frontends: `top` and the table in a terminal,
 # report --html in a browser).
 TEST_PACKAGES := bpftool qemu-system-x86 debootstrap e2fsprogs vagrant strace podman runc \
-                 tmux chromium
+                 tmux chromium vagrant-libvirt dnsmasq-base qemu-utils fdisk
 # docker.io: docker's daemon, the other real runtime of those tests; installed
-# with its start blocked (policy-rc.d): the tests start it (tests/containers/dockerd.py)
-DAEMON_PACKAGES := docker.io
+# with its start blocked (policy-rc.d): the tests start it (tests/containers/dockerd.py).
+# libvirt-daemon-system: `vagrant up` with vagrant-libvirt (tests/vagrant, with
+# dnsmasq-base for its NAT network, qemu-utils and fdisk for the box it builds):
+# tests/vagrant/vagrant_up.py starts libvirtd and stops it again
+DAEMON_PACKAGES := docker.io libvirt-daemon-system
 SOURCES     := pyproject.toml $(shell find src bpf -type f -not -name '*.pyc')
 
 .PHONY: setup runtime system run test test-vm unit bench bench-host bench-vm bench-snapshot install uninstall clean

@@ -41,8 +41,13 @@ class Config:
 class Kernel:
     series: str                # "6.12", or "7.x": the newest 7 in the release
     configs: tuple[Config, ...]
-    demo: bool = False         # the Vagrant box's demo runs on this one too
+    demo: bool = False         # the Vagrant box's kernel: its demo runs on it (tests/vagrant)
     backports: bool = False    # from the release's backports
+    # the host's live tests in the VM: all of them ("live") on the oldest and
+    # the newest kernel, which bracket every kernel-version boundary socktrace
+    # has (ring buffer 5.8, sock_*_length 6.3, fexit and kprobes alike); the
+    # core ("live-core": test_live, test_modes) on those between
+    live: str = "live"
 
     @property
     def prefix(self) -> str:
@@ -91,10 +96,10 @@ RELEASES = (
             kernels=(Kernel("5.10", _configs(headers="tracepoint", perf="tracepoint")),),
             stands_in_for="Ubuntu 22.04 (Python 3.10, bcc 0.18) and RHEL 9 (Python 3.9)"),
     Release("bookworm", "12", "bookworm", "3.11", "0.26", "1.1",
-            kernels=(Kernel("6.1", _configs(headers="kprobe"), demo=True),),
+            kernels=(Kernel("6.1", _configs(headers="kprobe"), demo=True, live="live-core"),),
             provision=True, bench=BENCH),
     Release("trixie", "13", "trixie", "3.13", "0.31", "1.5",
-            kernels=(Kernel("6.12", _configs(headers="tracepoint", perf="kprobe")),
+            kernels=(Kernel("6.12", _configs(headers="tracepoint", perf="kprobe"), live="live-core"),
                      Kernel("7.x", _configs(headers=None), backports=True)),
             backports=KERNEL, stands_in_for="Ubuntu 24.04 (Python 3.12, bcc 0.29)"),
     # Debian testing: debootstrap knows it as "testing"; the mirror serves

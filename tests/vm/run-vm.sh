@@ -4,7 +4,7 @@
 # off.  The serial console goes to stdout.  Several may run at once: the
 # root image is opened copy-on-write (snapshot=on).
 #
-#   tests/vm/run-vm.sh IMAGE_DIR KERNEL_PREFIX CONFIGS     (e.g. OUT 6.12. auto-btf,demo)
+#   tests/vm/run-vm.sh IMAGE_DIR KERNEL_PREFIX CONFIGS     (e.g. OUT 6.12. auto-btf,live)
 set -euo pipefail
 OUT=$(realpath "$1"); PREFIX=$2; CONFIGS=$3
 TOP=$(cd "$(dirname "$0")/../.." && pwd)

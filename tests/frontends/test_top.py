@@ -5,6 +5,7 @@ burst and its rows again after it; -o keeps every record meanwhile."""
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_top_without_a_terminal_refuses_in_one_line_and_batch_prints_blocks(tmp_
     assert any(re.search(rf"^{load.dual}/tcp6 python3 +DS ", b, re.M) for b in blocks), out
     assert "\x1b" not in out         # plain text: no terminal escapes
     assert "served" in errs          # the summary at exit
+
+
+def test_top_shows_the_connections_waiting_in_an_accept_queue():
+    """QUEUED is now, not a rate: a listener that never accepts, three
+    connections in its accept queue (reported `unaccepted` after 1 s)."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys; s = socket.create_server(('::', 0), "
+         "family=socket.AF_INET6, dualstack_ipv6=True, backlog=16); "
+         "print(s.getsockname()[1], flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    port = int(owner.stdout.readline())
+    top = subprocess.Popen([SOCKTRACE, "top", "--batch", "-i", "1", "-n", "5", "-P", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert top.stdout.readline().startswith("socktrace top - ")   # ready: tracing
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        out, errs = top.communicate(timeout=120)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert top.returncode == 0, errs
+    last = re.split(r"(?m)^(?=socktrace top - )", out)[-1].splitlines()
+    r = rows(last)
+    assert r[f"{port}/tcp6 python3"]["QUEUED"] == 3 and r[f"{port}/tcp6 python3"]["ds"], last
+    assert len(clients) == 3

@@ -105,7 +105,10 @@ def test_top_shows_each_listener_rate_sorts_resizes_and_quits(terminal, tmp_path
                                what="the process view")
 
         terminal.resize(60, 15)                             # a smaller terminal
+        # redrawn whole: no line of the old screen left among the new ones
         screen = terminal.wait(lambda s: len(s) <= 15 and s[0].startswith("socktrace top") and
+                               s[1].startswith("Events: ") and s[2].startswith("Connections: ") and
+                               s[5].startswith("PID/PROCESS@CONTAINER") and
                                any(f"{load.proc.pid}/python3" in line for line in s[6:]),
                                what="the screen redrawn at 60x15")
         assert all(len(line) <= 60 for line in screen), screen

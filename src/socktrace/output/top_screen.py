@@ -12,6 +12,7 @@ dependency to install in a container image or on an old distribution.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Callable, List, Optional, Protocol, TextIO, Tuple
@@ -46,6 +47,7 @@ class CursesScreen:
     def __init__(self) -> None:
         import curses
         self.curses = curses
+        self.repaint = False
         try:
             self.scr = curses.initscr()
         except curses.error as exc:
@@ -62,13 +64,28 @@ class CursesScreen:
         self.draw(["socktrace top: loading the probes ..."], -1)
 
     def size(self) -> Tuple[int, int]:
-        lines, cols = self.scr.getmaxyx()
+        """The terminal's size now.  Asked of the terminal itself: ncurses
+        learns of a resize only when a SIGWINCH reaches it before getch, and
+        a missed one left the old screen's remnants on the new one (seen in
+        tmux); a changed size is then a full repaint."""
+        known = self.scr.getmaxyx()
+        try:
+            cols, lines = os.get_terminal_size(sys.__stdout__.fileno())
+        except (OSError, AttributeError, ValueError):
+            return known[1], known[0]
+        if (lines, cols) != known:
+            self.curses.resizeterm(lines, cols)
+            self.repaint = True
         return cols, lines
 
     def draw(self, lines: List[str], titles_at: int) -> None:
         c = self.curses
         cols, rows = self.size()
-        self.scr.erase()
+        if self.repaint:     # after a resize: every cell again, not the changes
+            self.repaint = False
+            self.scr.clear()
+        else:
+            self.scr.erase()
         for i, line in enumerate(lines[:rows]):
             attr = c.A_REVERSE if i == titles_at else c.A_NORMAL
             try:   # the bottom-right cell cannot be written without an error
@@ -84,6 +101,7 @@ class CursesScreen:
             if k == -1:
                 return out
             if k == self.curses.KEY_RESIZE:
+                self.repaint = True
                 out.append("resize")
             elif 0 <= k < 256:
                 out.append(chr(k))

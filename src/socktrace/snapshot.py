@@ -178,19 +178,30 @@ def take(namespaces: list[str | None], cache: ProcessCache | None = None,
 
     owners = {ino: owners_of(pids) for ino, pids in by_inode.items()}
     sockets: list[Sock] = []
-    for path in namespaces:
-        try:
-            with netns.entered(path) as ns:
-                raw = {p: dump(socket.AF_INET6, PROTOCOLS[p]) + dump(socket.AF_INET, PROTOCOLS[p])
-                       for p in protocols}
-        except OSError as exc:
-            if gone_ok and exc.errno in (errno.ENOENT, errno.ESRCH):
-                continue
-            raise
+    def dumped():
+        return {p: dump(socket.AF_INET6, PROTOCOLS[p]) + dump(socket.AF_INET, PROTOCOLS[p])
+                for p in protocols}
+
+    for ns, raw in in_each(namespaces, dumped, gone_ok):
         for p in protocols:
             sockets += classify(raw[p], owners, ns, p)
     hidden_sockets = sum(1 for s in sockets if s.inode and not s.owners)
     return Snapshot(sockets, read_bindv6only(procfs), hidden, hidden_sockets)
+
+
+def in_each(namespaces: list[str | None], read, gone_ok: bool = False):
+    """(namespace inode, read()) for each of `namespaces`, read() run inside
+    it; `gone_ok`: a namespace whose process exited since it was listed
+    (netns.all_namespaces) is skipped."""
+    for path in namespaces:
+        try:
+            with netns.entered(path) as ns:
+                result = read()
+        except OSError as exc:
+            if gone_ok and exc.errno in (errno.ENOENT, errno.ESRCH):
+                continue
+            raise
+        yield ns, result
 
 
 def accept_queues(namespaces: list[str | None]) -> dict[tuple[int, int], int]:
@@ -198,15 +209,9 @@ def accept_queues(namespaces: list[str | None]) -> dict[tuple[int, int], int]:
     Recv-Q of a LISTEN socket), by (network namespace, port), in
     `namespaces` (a vanished one is skipped); `top`'s QUEUED."""
     queues: dict[tuple[int, int], int] = {}
-    for path in namespaces:
-        try:
-            with netns.entered(path) as ns:
-                listeners = dump(socket.AF_INET6, states=1 << LISTEN) + \
-                    dump(socket.AF_INET, states=1 << LISTEN)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ESRCH):
-                continue
-            raise
+    listening = lambda: dump(socket.AF_INET6, states=1 << LISTEN) + \
+        dump(socket.AF_INET, states=1 << LISTEN)  # noqa: E731
+    for ns, listeners in in_each(namespaces, listening, gone_ok=True):
         for s in listeners:
             queues[ns, s.sport] = queues.get((ns, s.sport), 0) + s.rqueue
     return queues

@@ -139,7 +139,6 @@ class Libvirt:
     def __init__(self) -> None:
         self.started: list[str] = []
         self.pool_existed = False
-        self.default_net_was_active = False
 
     def start(self) -> None:
         for daemon in ("virtlogd", "libvirtd"):

@@ -145,7 +145,7 @@ def test_the_table_names_the_container(jvm):
         c.close()
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=60)[1]
-        assert f"socktrace: {jvm.pid}/java@{NAME} served 1 IPv4 connections on port {PORT}" in err
+        assert f"socktrace: {jvm.pid}/java@{NAME} served 1 IPv4 connection on port {PORT}" in err
         assert f"  in podman container {NAME}, image {BASE_IMAGE}: make the change in the container's " \
                f"environment: {JAVA_FIX}" in err
     finally:

@@ -117,8 +117,9 @@ def summary_text(rec: SummaryRecord) -> str:
     for seen in rec["dual_stack"]:
         where = f"@{escape(display_name(seen['container']))}" if seen.get("container") else \
             f" ({escape(seen['unit'])})" if seen.get("unit") else ""
+        m = seen["mapped"]
         lines.append(f"socktrace: {pid_name(seen['pids'], seen['process'])}{where} served "
-                     f"{seen['mapped']} IPv4 connections on port {seen['port']} through a "
+                     f"{m} IPv4 connection{'s' if m != 1 else ''} on port {seen['port']} through a "
                      f"dual-stack AF_INET6 socket (tcp6 MAPPED)")
         lines += advice_lines(seen["advice"], "  ")
     return "".join(line + "\n" for line in lines)

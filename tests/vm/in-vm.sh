@@ -58,15 +58,15 @@ and not test_report_gives_each_listeners_traffic_by_family"
 
 live() {  # the host's live-tracer tests, unchanged, on this kernel; the cgroup
           # parsing against recorded files and this VM's own processes
-          # (live-core: the core of them, matrix.Kernel.live)
+          # (live-core: the core of them; live-cgroups: none; matrix.Kernel.live)
     name=$1
-    if [ "$name" = live ]; then
-        tests="tests/kernel/test_live.py tests/kernel/test_modes.py tests/kernel/test_lifecycle.py
-               tests/kernel/test_udp.py tests/kernel/test_lifetime.py
-               tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener"
-    else
-        tests="tests/kernel/test_live.py tests/kernel/test_modes.py"
-    fi
+    case $name in
+    live) tests="tests/kernel/test_live.py tests/kernel/test_modes.py tests/kernel/test_lifecycle.py
+                 tests/kernel/test_udp.py tests/kernel/test_lifetime.py
+                 tests/kernel/test_outputs.py::test_plain_accept_syscall_on_a_dual_stack_listener" ;;
+    live-core) tests="tests/kernel/test_live.py tests/kernel/test_modes.py" ;;
+    *) tests= ;;
+    esac
     echo "SOCKTRACE-VM-BEGIN $name"
     start=$(cut -d' ' -f1 /proc/uptime)
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
@@ -124,7 +124,7 @@ bench() {  # bench/conn_bench.py on this kernel, where bcc's tools run too
 
 for config in $SOCKTRACE_VM_CONFIGS; do
     case $config in
-    live|live-core) live "$config" ;;
+    live|live-core|live-cgroups) live "$config" ;;
     bench) bench ;;
     bench-dns) bench_dns ;;
     *)  run "$config" ;;

@@ -13,9 +13,9 @@ short chroot suites fill the end rather than one long VM running alone.
 
 from __future__ import annotations
 
-import os
 import heapq
 import itertools
+import os
 import re
 import signal
 import subprocess
